@@ -1,0 +1,43 @@
+# The workshop's commands. `make run` and `make test` do all their own set-up.
+SHELL := /bin/bash
+PY := .venv/bin/python
+# make run STEP=04 serves steps/04-*; without STEP it serves final/.
+APP := $(if $(STEP),$(wildcard steps/$(STEP)-*),final)
+# make run SERVICES=1 uses MariaDB and SASL memcached from services.env instead of the embedded default.
+LOAD_SERVICES := $(if $(SERVICES),set -a && . ./services.env && set +a &&,)
+EMBEDDED := env -u RDS_HOSTNAME -u MEMCACHIER_SERVERS -u MEMCACHIER_USERNAME -u MEMCACHIER_PASSWORD
+
+.PHONY: help setup services services-stop services-status run test clean
+
+help:
+	@echo "make run        serve final/ at http://127.0.0.1:5000 (STEP=NN for a step, SERVICES=1 for MariaDB + memcached)"
+	@echo "make test       every test, on real MariaDB, memcached and chromium"
+	@echo "make services   start MariaDB, memcached and SASL memcached on loopback; writes services.env"
+	@echo "make services-stop   stop what make services started"
+
+setup:
+	@bash scripts/setup.sh
+
+services: setup
+	@echo "==> starting services"
+	@python3 -m checks.services start
+
+services-stop:
+	@python3 -m checks.services stop
+
+services-status:
+	@python3 -m checks.services status
+
+run: setup $(if $(SERVICES),services,)
+	@test -d "$(APP)" || { echo "run: no step folder matches STEP=$(STEP)" >&2; exit 2; }
+	@echo "==> serving $(APP) at http://127.0.0.1:5000 (Ctrl-C stops it)"
+	@$(if $(SERVICES),$(LOAD_SERVICES),$(EMBEDDED)) bash -c 'cd "$(APP)" && \
+	  if [ -d migrations ]; then $(CURDIR)/$(PY) -m flask --app application --debug db upgrade; fi && \
+	  exec $(CURDIR)/$(PY) -m flask --app application run --debug --host 127.0.0.1 --port 5000'
+
+test: services
+	@echo "==> running the tests"
+	@$(PY) -m pytest
+
+clean:
+	rm -rf build .pytest_cache

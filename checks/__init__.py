@@ -1,0 +1,1 @@
+"""The workshop checker, the app harness and the local services."""

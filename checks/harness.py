@@ -1,0 +1,313 @@
+"""Run any app folder the way the tests, the checker, the notebooks and the benchmark all do.
+
+    with run_app("steps/08-view-cache", database="mariadb", cache="sasl") as app:
+        with app.counters() as delta:
+            app.visitor().get("/")
+        print(delta["get_hits"])
+
+`run_app` copies the folder (a learner's instance data is never touched), starts a memcached of its
+own, gives the app an empty database, migrates it, and serves it with gunicorn using Elastic
+Beanstalk's default flags. Every step's package is called `task_list`, so apps always run in
+subprocesses, never imported here.
+"""
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+from checks import memstat, services
+from checks.services import HarnessError  # noqa: F401  (re-exported for callers)
+
+# Elastic Beanstalk's default: gunicorn --workers=1 --threads=15 application:application
+EB_WORKERS = 1
+EB_THREADS = 15
+COPY_IGNORE = shutil.ignore_patterns(
+    ".venv", "venv", "__pycache__", "*.pyc", "instance", ".git", "*.sqlite", ".pytest_cache")
+# Variables the harness decides; whatever the caller's shell holds for them is dropped.
+OWNED_PREFIXES = ("RDS_", "MEMCACHIER_", "CACHE_", "SESSION_", "FLASK_", "SECRET_KEY", "APP_RELEASE")
+COUNTERS = ("get_hits", "get_misses", "cmd_get", "cmd_set", "delete_hits", "delete_misses",
+            "curr_items", "total_items", "bytes", "evictions", "curr_connections", "get_expired",
+            "cmd_touch", "incr_hits", "incr_misses", "cas_hits", "cas_misses", "cas_badval")
+
+
+def services_env():
+    """The services env file, as a dict; its SASL_PATH is exported so pylibmc can log in."""
+    env = services.load_env()
+    os.environ.setdefault("SASL_PATH", env["SASL_PATH"])
+    return env
+
+
+class CacheServer(services.Memcached):
+    """A memcached owned by one app run, with counters and key listing."""
+
+    def __init__(self, sasl=True):
+        conf = None
+        self.username = self.password = None
+        if sasl:
+            env = services_env()
+            conf = env["WORKSHOP_SASL_CONF"]
+            self.username, self.password = env["MEMCACHIER_USERNAME"], env["MEMCACHIER_PASSWORD"]
+        super().__init__(sasl=sasl, sasl_conf=conf)
+
+    def client(self):
+        import pylibmc
+
+        return pylibmc.Client([self.address], binary=True, username=self.username,
+                              password=self.password)
+
+    def stats(self):
+        """memcached's own counters, as integers."""
+        raw = memstat.counters(self.address, self.username, self.password)
+        return {k: raw.get(k, 0) for k in COUNTERS}
+
+    @contextlib.contextmanager
+    def counters(self):
+        """Yield a dict that holds the counter deltas once the block ends."""
+        before = self.stats()
+        delta = {}
+        yield delta
+        after = self.stats()
+        delta.update({k: after[k] - before.get(k, 0) for k in after})
+
+    def flush(self):
+        memstat.flush(self.address, self.username, self.password)
+
+    def keys(self):
+        """Every key in memcached. Only a plain instance can list them (lru_crawler metadump)."""
+        if self.sasl:
+            raise HarnessError("a SASL memcached speaks only the binary protocol; list keys on a plain one")
+        return list_keys(self.port)
+
+
+def list_keys(port, host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(b"lru_crawler metadump all\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n") and not data.startswith(b"ERROR"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    keys = []
+    for line in data.decode().splitlines():
+        if line.startswith("key="):
+            keys.append(urllib.parse.unquote(line.split()[0][4:]))
+    return keys
+
+
+class Database:
+    """An empty database for one run: SQLite inside the copy, or a fresh MariaDB database."""
+
+    def __init__(self, kind):
+        if kind not in ("sqlite", "mariadb"):
+            raise HarnessError(f"unknown database {kind!r}: use 'sqlite' or 'mariadb'")
+        self.kind = kind
+        self.name = None
+        self.env = {}
+
+    def connect(self):
+        import MySQLdb
+
+        env = services_env()
+        return MySQLdb.connect(host=env["RDS_HOSTNAME"], port=int(env["RDS_PORT"]),
+                               user=env["RDS_USERNAME"], password=env["RDS_PASSWORD"],
+                               database=self.name, autocommit=True)
+
+    def create(self):
+        if self.kind == "sqlite":
+            return self
+        env = services_env()
+        self.name = f"{env['RDS_DB_NAME']}_{secrets.token_hex(4)}"
+        with contextlib.closing(self._admin(env)) as conn:
+            conn.cursor().execute(f"CREATE DATABASE `{self.name}`")
+        self.env = {k: env[k] for k in ("RDS_HOSTNAME", "RDS_PORT", "RDS_USERNAME", "RDS_PASSWORD")}
+        self.env["RDS_DB_NAME"] = self.name
+        return self
+
+    def _admin(self, env):
+        import MySQLdb
+
+        try:
+            return MySQLdb.connect(host=env["RDS_HOSTNAME"], port=int(env["RDS_PORT"]),
+                                   user=env["RDS_USERNAME"], password=env["RDS_PASSWORD"])
+        except MySQLdb.OperationalError as exc:
+            raise HarnessError(f"MariaDB is not reachable ({exc.args[-1]}): run `make services`") from None
+
+    def drop(self):
+        if self.name:
+            with contextlib.closing(self._admin(services_env())) as conn:
+                conn.cursor().execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+            self.name = None
+
+
+class Server:
+    """One gunicorn serving the copied app."""
+
+    def __init__(self, workdir, env, workers, threads, log):
+        self.workdir, self.env, self.log = workdir, env, log
+        self.workers, self.threads = workers, threads
+        self.port = services.free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=30.0):
+        cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+               f"--workers={self.workers}", f"--threads={self.threads}", "--timeout", "60",
+               "--graceful-timeout", "3", "application:application"]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout):
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError(f"the app exited while starting: {log_tail(self.log)}")
+            try:
+                # Any answer means a worker has imported the app; this path touches no cache.
+                requests.get(self.url + "/__harness_ready__", timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.stop()
+        raise HarnessError(f"the app did not answer within {timeout:.0f}s: {log_tail(self.log)}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def log_tail(path, lines=12):
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+class App:
+    """A running app: its URL, its memcached, its database and a way to read counters."""
+
+    def __init__(self, workdir, env, memcached, database, workers, threads):
+        self.workdir = Path(workdir)
+        self.env = env
+        self.memcached = memcached
+        self.database = database
+        self.log = self.workdir.parent / "app.log"
+        self.servers = [Server(self.workdir, env, workers, threads, self.log)]
+
+    @property
+    def url(self):
+        return self.servers[0].url
+
+    def visitor(self):
+        """A fresh visitor with its own cookies, who submits forms the way a browser does."""
+        from checks.visitor import Visitor
+
+        return Visitor(self.url)
+
+    def counters(self):
+        if self.memcached is None:
+            raise HarnessError("this app runs without memcached, so there are no counters")
+        return self.memcached.counters()
+
+    def spawn(self):
+        """Start one more app process sharing the same database and memcached."""
+        server = Server(self.workdir, self.env, self.servers[0].workers,
+                        self.servers[0].threads, self.log).start()
+        self.servers.append(server)
+        return server
+
+    def restart(self):
+        for server in self.servers:
+            server.stop()
+            server.start()
+
+    def flask(self, *args, timeout=120):
+        """Run `flask --app application ARGS` in the copy, with the app's environment."""
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "application", *args],
+                                cwd=self.workdir, env=self.env, capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            out = (result.stderr or result.stdout).strip().splitlines()[-6:]
+            raise HarnessError(f"flask {' '.join(args)} failed: " + " | ".join(out))
+        return result.stdout
+
+    def log_text(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self):
+        for server in self.servers:
+            server.stop()
+
+
+def app_env(database, memcached, extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWNED_PREFIXES)}
+    env.update(database.env)
+    env["SECRET_KEY"] = "harness-" + secrets.token_hex(16)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    if memcached is not None:
+        env["MEMCACHIER_SERVERS"] = memcached.address
+        if memcached.sasl:
+            env["MEMCACHIER_USERNAME"] = memcached.username
+            env["MEMCACHIER_PASSWORD"] = memcached.password
+        env["SASL_PATH"] = services_env()["SASL_PATH"] if memcached.sasl else env.get("SASL_PATH", "")
+    env.update({k: str(v) for k, v in (extra or {}).items()})
+    return env
+
+
+@contextlib.contextmanager
+def run_app(app_dir, *, database="sqlite", cache="sasl", env=None, workers=EB_WORKERS,
+            threads=EB_THREADS, migrate=True, boot_timeout=30.0):
+    """Copy APP_DIR, give it its own memcached and empty database, migrate, serve, tear down.
+
+    database: "sqlite" or "mariadb". cache: "sasl", "plain" or None (no MEMCACHIER_* at all).
+    """
+    app_dir = Path(app_dir)
+    if not (app_dir / "application.py").is_file():
+        raise HarnessError(f"{app_dir} has no application.py")
+    if cache not in ("sasl", "plain", None):
+        raise HarnessError(f"unknown cache {cache!r}: use 'sasl', 'plain' or None")
+    tmp = Path(tempfile.mkdtemp(prefix="workshop-app-"))
+    memcached = db = app = None
+    try:
+        workdir = tmp / "app"
+        shutil.copytree(app_dir, workdir, ignore=COPY_IGNORE)
+        if cache is not None:
+            memcached = CacheServer(sasl=cache == "sasl").start()
+        db = Database(database).create()
+        app = App(workdir, app_env(db, memcached, env), memcached, db, workers, threads)
+        if migrate and (workdir / "migrations").is_dir():
+            app.flask("db", "upgrade")
+        app.servers[0].start(boot_timeout)
+        yield app
+    finally:
+        if app is not None:
+            app.stop()
+        if memcached is not None:
+            memcached.stop()
+        if db is not None:
+            db.drop()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,331 @@
+"""The workshop's local services: one MariaDB, one plain memcached, one SASL memcached.
+
+`make services` runs `python3 -m checks.services start`. Everything runs on loopback from
+`.services/`, on ports of its own, so a distribution's own MariaDB or memcached never gets in the
+way. The connection settings go to one env file, `services.env`; every tool and test reads it
+through `load_env()`. Standard library only: this runs before the virtualenv exists.
+"""
+import glob
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".services"
+ENV_FILE = ROOT / "services.env"
+
+MARIADB_PORT = int(os.environ.get("WORKSHOP_MARIADB_PORT", "3307"))
+PLAIN_PORT = int(os.environ.get("WORKSHOP_MEMCACHED_PORT", "11311"))
+SASL_PORT = int(os.environ.get("WORKSHOP_SASL_MEMCACHED_PORT", "11312"))
+
+DB_NAME = "workshop"
+DB_USER = "workshop"
+# Symbols on purpose: the apps build their URL with sqlalchemy.URL.create, so these must work.
+DB_PASSWORD = "task:list/p@ss#1"
+SASL_USER = "workshop"
+SASL_PASSWORD = "memcachier:like/p@ss"
+
+
+class ServiceError(Exception):
+    """A service could not be started or reached; the message says what to do."""
+
+
+# The harness raises the same kind of error: one class for "the set-up is not right".
+HarnessError = ServiceError
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+def load_env(path=ENV_FILE):
+    """Read services.env into a dict."""
+    path = Path(path)
+    if not path.exists():
+        raise ServiceError(f"{path.name} not found: run `make services` first")
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def write_env(values, path=ENV_FILE):
+    lines = ["# Written by `make services`. Load it with: set -a; . ./services.env; set +a"]
+    lines += [f"{key}='{value}'" for key, value in values.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def sasl_plugin_dir():
+    """The folder holding libsasl2's PLAIN plugin, which the pylibmc wheel cannot find by itself."""
+    for folder in sorted(glob.glob("/usr/lib/*/sasl2")) + ["/usr/lib64/sasl2", "/usr/lib/sasl2"]:
+        if glob.glob(os.path.join(folder, "libplain.so*")):
+            return folder
+    raise ServiceError("the SASL PLAIN plugin is missing: run `make setup` (package libsasl2-modules)")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port, name, timeout=30.0, proc=None, log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = ""
+    if log and Path(log).exists():
+        tail = " Last log line: " + (Path(log).read_text().strip().splitlines() or [""])[-1]
+    raise ServiceError(f"{name} did not answer on 127.0.0.1:{port} within {timeout:.0f}s.{tail}")
+
+
+def require(program):
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None
+    )
+    if not path:
+        raise ServiceError(f"{program} is not installed: run `make setup`")
+    return path
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def read_pid(pidfile):
+    try:
+        return int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_pid(pid, name, timeout=15.0):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        print(f"  {name} did not stop in {timeout:.0f}s; killed it")
+
+
+def sasl_conf_dir(run_dir=RUN_DIR):
+    """A SASL config for memcached with one PLAIN user, as MemCachier gives you."""
+    folder = Path(run_dir) / "sasl"
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "sasldb2"
+    (folder / "memcached.conf").write_text(f"mech_list: plain\nsasldb_path: {db}\n")
+    subprocess.run(
+        [require("saslpasswd2"), "-a", "memcached", "-c", "-p", "-f", str(db), SASL_USER],
+        input=SASL_PASSWORD.encode(), check=True, capture_output=True,
+    )
+    return folder
+
+
+class Memcached:
+    """One memcached process on loopback, plain or with SASL on."""
+
+    def __init__(self, port=None, sasl=False, sasl_conf=None, memory_mb=64, log=None):
+        self.port = port or free_port()
+        self.sasl = sasl
+        self.sasl_conf = sasl_conf
+        self.memory_mb = memory_mb
+        self.log = log
+        self.proc = None
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def command(self):
+        cmd = [require("memcached"), "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+               "-m", str(self.memory_mb), "-c", "1024"]
+        if self.sasl:
+            cmd.append("-S")
+        if is_root():
+            cmd += ["-u", "root"]
+        return cmd
+
+    def start(self, detach=False):
+        if port_open(self.port):
+            raise ServiceError(f"port {self.port} is already in use; stop what runs there or pick another port")
+        env = dict(os.environ)
+        if self.sasl:
+            env["SASL_CONF_PATH"] = str(self.sasl_conf)
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out,
+                                     stdin=subprocess.DEVNULL, start_new_session=detach)
+        wait_for_port(self.port, "memcached", timeout=10, proc=self.proc, log=self.log)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+def mariadb_socket():
+    # Unix socket paths are limited to 107 bytes, so keep it short and out of the repository.
+    tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+    return os.path.join(tempfile.gettempdir(), f"workshop-mariadb-{tag}.sock")
+
+
+def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
+    run_dir = Path(run_dir)
+    pidfile = run_dir / "mariadb.pid"
+    pid = read_pid(pidfile)
+    if pid and pid_alive(pid) and port_open(port):
+        print(f"  MariaDB already running (pid {pid}) on 127.0.0.1:{port}")
+        return
+    if port_open(port):
+        raise ServiceError(f"port {port} is in use by another program; free it or set WORKSHOP_MARIADB_PORT")
+    datadir = run_dir / "mariadb"
+    log = run_dir / "mariadb.log"
+    user = ["--user=root"] if is_root() else []
+    if not (datadir / "mysql").is_dir():
+        print(f"  creating the MariaDB data folder {datadir.relative_to(ROOT)}")
+        result = subprocess.run(
+            [require("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}",
+             "--auth-root-authentication-method=socket", "--skip-test-db", *user],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServiceError("mariadb-install-db failed: " + (result.stderr or result.stdout).strip()[-300:])
+    init = run_dir / "mariadb-init.sql"
+    init.write_text(
+        f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';\n"
+        f"ALTER USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';\n"
+        f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`;\n"
+        # The harness gives every app run its own fresh database named workshop_*.
+        f"GRANT ALL PRIVILEGES ON `{DB_NAME}%`.* TO '{DB_USER}'@'127.0.0.1';\n"
+    )
+    if is_root():
+        # Debian's MariaDB expects this folder; outside systemd nobody creates it.
+        os.makedirs("/run/mysqld", exist_ok=True)
+    proc = subprocess.Popen(
+        [require("mariadbd"), "--no-defaults", f"--datadir={datadir}", *user,
+         "--bind-address=127.0.0.1", f"--port={port}", f"--socket={mariadb_socket()}",
+         f"--pid-file={pidfile}", f"--init-file={init}", f"--log-error={log}",
+         "--skip-name-resolve", "--innodb-buffer-pool-size=128M", "--max-connections=500"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    wait_for_port(port, "MariaDB", timeout=60, proc=proc, log=log)
+    pidfile.write_text(str(proc.pid))
+    print(f"  MariaDB started (pid {proc.pid}) on 127.0.0.1:{port}")
+
+
+def start_memcached(name, port, sasl, run_dir=RUN_DIR):
+    pidfile = Path(run_dir) / f"{name}.pid"
+    pid = read_pid(pidfile)
+    if pid and pid_alive(pid) and port_open(port):
+        print(f"  {name} already running (pid {pid}) on 127.0.0.1:{port}")
+        return
+    conf = sasl_conf_dir(run_dir) if sasl else None
+    server = Memcached(port=port, sasl=sasl, sasl_conf=conf, log=Path(run_dir) / f"{name}.log")
+    server.start(detach=True)
+    pidfile.write_text(str(server.proc.pid))
+    print(f"  {name} started (pid {server.proc.pid}) on 127.0.0.1:{port}" + (" with SASL" if sasl else ""))
+
+
+def start():
+    RUN_DIR.mkdir(exist_ok=True)
+    plugin_dir = sasl_plugin_dir()
+    start_mariadb()
+    start_memcached("memcached", PLAIN_PORT, sasl=False)
+    start_memcached("memcached-sasl", SASL_PORT, sasl=True)
+    write_env({
+        "RDS_HOSTNAME": "127.0.0.1",
+        "RDS_PORT": MARIADB_PORT,
+        "RDS_DB_NAME": DB_NAME,
+        "RDS_USERNAME": DB_USER,
+        "RDS_PASSWORD": DB_PASSWORD,
+        "MEMCACHIER_SERVERS": f"127.0.0.1:{SASL_PORT}",
+        "MEMCACHIER_USERNAME": SASL_USER,
+        "MEMCACHIER_PASSWORD": SASL_PASSWORD,
+        "MEMCACHED_PLAIN_SERVERS": f"127.0.0.1:{PLAIN_PORT}",
+        "SASL_PATH": plugin_dir,
+        "WORKSHOP_SASL_CONF": str(RUN_DIR / "sasl"),
+    })
+    print(f"  wrote {ENV_FILE.name}")
+
+
+def stop():
+    for name in ("memcached-sasl", "memcached", "mariadb"):
+        pidfile = RUN_DIR / f"{name}.pid"
+        pid = read_pid(pidfile)
+        if pid and pid_alive(pid):
+            stop_pid(pid, name, timeout=30)
+            print(f"  stopped {name} (pid {pid})")
+        pidfile.unlink(missing_ok=True)
+
+
+def status():
+    rows = [("mariadb", MARIADB_PORT), ("memcached", PLAIN_PORT), ("memcached-sasl", SASL_PORT)]
+    for name, port in rows:
+        pid = read_pid(RUN_DIR / f"{name}.pid")
+        state = "running" if pid and pid_alive(pid) and port_open(port) else "stopped"
+        print(f"  {name:15} 127.0.0.1:{port:<6} {state}")
+
+
+def main(argv):
+    actions = {"start": start, "stop": stop, "status": status}
+    if len(argv) != 1 or argv[0] not in actions:
+        print("usage: python3 -m checks.services start|stop|status", file=sys.stderr)
+        return 2
+    try:
+        actions[argv[0]]()
+    except (ServiceError, subprocess.CalledProcessError) as exc:
+        print(f"services: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

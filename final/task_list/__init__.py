@@ -1,0 +1,87 @@
+"""The task list app: create_app() builds it, configured from the environment."""
+import logging
+import os
+import secrets
+
+from flask import Flask, render_template
+from flask_session import Session
+from sqlalchemy.exc import OperationalError, InterfaceError
+from werkzeug.exceptions import HTTPException
+
+from task_list import csrf, settings
+from task_list.caching import cache
+from task_list.db import db, migrate
+from task_list.store import LocalStore, Memcache
+
+log = logging.getLogger("task_list")
+
+
+class ConfigError(RuntimeError):
+    """The environment does not allow the app to start; the message says how to fix it."""
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+
+def create_app(test_config=None):
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(settings.from_environment(app.instance_path))
+    if test_config:
+        app.config.update(test_config)
+    check_secret_key(app)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+    cache.init_app(app)
+    init_store_and_sessions(app)
+    csrf.init_app(app)
+
+    from task_list import health, tasks
+
+    app.register_blueprint(tasks.bp)
+    app.register_blueprint(health.bp)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(OperationalError, database_down)
+    app.register_error_handler(InterfaceError, database_down)
+    return app
+
+
+def check_secret_key(app):
+    if app.config["SECRET_KEY"] not in settings.KNOWN_BAD_SECRETS:
+        return
+    if app.debug or app.testing:
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        return
+    raise ConfigError(
+        "SECRET_KEY is not set (or is a well-known default). Set it before starting the app, "
+        "for example: eb setenv SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')")
+
+
+def init_store_and_sessions(app):
+    servers = app.config["MEMCACHED_SERVERS"]
+    if servers:
+        store = Memcache(servers, app.config["MEMCACHED_USERNAME"], app.config["MEMCACHED_PASSWORD"],
+                         settings.MEMCACHED_BEHAVIORS, app.config["MEMCACHED_POOL_SIZE"])
+        app.config.update(SESSION_TYPE="memcached", SESSION_MEMCACHED=store)
+    else:
+        from cachelib import FileSystemCache
+
+        log.info("MEMCACHIER_SERVERS is not set: using an in-process cache, which is per process")
+        store = LocalStore()
+        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(
+            os.path.join(app.instance_path, "sessions"), threshold=10_000))
+    app.extensions["task_list.store"] = store
+    Session(app)
+
+
+def http_error(error):
+    return render_template("error.html", error=error), error.code
+
+
+def database_down(error):
+    log.error("database error: %s", error)
+    try:
+        db.session.rollback()
+    except Exception:  # the connection may be gone too; the next request gets a fresh one
+        pass
+    return render_template("error.html", error=None), 503

@@ -1,0 +1,77 @@
+"""The cache layers of the task list: memoized query, row fragments, and the whole front page.
+
+Keys carry CACHE_KEY_PREFIX (the app, its release and its database), so two apps, two
+environments or two releases sharing one memcached never read each other's entries.
+"""
+import hashlib
+import logging
+
+from flask import current_app, render_template
+from flask_caching import Cache
+
+from task_list import csrf
+
+log = logging.getLogger("task_list.cache")
+cache = Cache()
+FRONT_PAGE = "view/front"
+# Written over the front page on every change: a reader that rendered from older data and
+# tries to store its page afterwards fails its compare-and-set instead of storing a stale page.
+TOMBSTONE = "stale"
+
+
+def store():
+    return current_app.extensions["task_list.store"]
+
+
+def layer_on(name):
+    return name in current_app.config["CACHE_LAYERS"]
+
+
+def key(name):
+    return current_app.config["CACHE_KEY_PREFIX"] + name
+
+
+def cached_front_page(render):
+    """The front page's content, from one memcached get when warm; RENDER builds it on a miss."""
+    if not layer_on("view"):
+        return render()
+    page, token = store().gets(key(FRONT_PAGE))
+    if page is not None and page != TOMBSTONE:
+        return page
+    page = render()
+    store().store(key(FRONT_PAGE), page, token, current_app.config["CACHE_DEFAULT_TIMEOUT"])
+    return page
+
+
+def row_key(task_id, name):
+    # The name is part of the key, so a reused id (SQLite reuses them) never shows an old row.
+    return key(f"row/{task_id}/{hashlib.sha1(name.encode()).hexdigest()[:16]}")
+
+
+def render_row(task_id, name):
+    return render_template("tasks/_row.html", task_id=task_id, name=name,
+                           csrf_placeholder=csrf.PLACEHOLDER)
+
+
+def render_rows(tasks):
+    """Each task's table row, fetched in one round trip; the missing ones rendered and stored."""
+    if not layer_on("fragments"):
+        return [render_row(*task) for task in tasks]
+    keys = {row_key(*task): task for task in tasks}
+    found = store().get_multi(list(keys))
+    missing = {k: render_row(*task) for k, task in keys.items() if k not in found}
+    store().set_multi(missing, current_app.config["FRAGMENT_TIMEOUT"])
+    return [found.get(k) or missing[k] for k in keys]
+
+
+def invalidate_task_list(memoized):
+    """After a commit: forget every page's data and the cached front page.
+
+    A failure is logged, never raised: the row is already committed, and an error page would
+    make the visitor submit it again.
+    """
+    try:
+        cache.delete_memoized(memoized)
+    except Exception as exc:  # any backend error; Flask-Caching does not wrap this call
+        log.warning("could not invalidate the memoized task pages: %s", exc)
+    store().set(key(FRONT_PAGE), TOMBSTONE, current_app.config["CACHE_DEFAULT_TIMEOUT"])

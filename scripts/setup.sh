@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make setup: the Debian packages, then .venv from the pinned requirements. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(mariadb-server mariadb-client memcached sasl2-bin libsasl2-modules libmariadb-dev
+          pkg-config gcc chromium wrk nginx git)
+PYTHON=${PYTHON:-python3.11}
+
+say() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "setup: $PYTHON not found. The workshop needs exactly Python 3.11 (pylibmc 1.6.3 has no wheels for 3.12+); install it, or set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "$version" != 3.11 ]; then
+  echo "setup: $PYTHON is Python $version; the workshop needs exactly 3.11 (pylibmc 1.6.3 has no wheels for 3.12+)" >&2
+  exit 1
+fi
+
+# mysqlclient compiles against the Python headers; a Debian python3.11 keeps them in a -dev package.
+include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+[ -f "$include/Python.h" ] || PACKAGES+=(python3.11-dev)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages: all ${#PACKAGES[@]} present"
+fi
+
+stamp=$(cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+if [ -f .venv/.stamp ] && [ "$(cat .venv/.stamp)" = "$stamp" ]; then
+  say ".venv: up to date"
+else
+  if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+  fi
+  say "installing pinned requirements into .venv (first time: a few minutes)"
+  # This machine's pip config names extra local indexes that may be absent; hide those warnings.
+  .venv/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+  echo "$stamp" > .venv/.stamp
+fi
+say "setup done"
