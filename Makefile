@@ -7,7 +7,8 @@ APP := $(if $(STEP),$(wildcard steps/$(STEP)-*),final)
 LOAD_SERVICES := $(if $(SERVICES),set -a && . ./services.env && set +a &&,)
 EMBEDDED := env -u RDS_HOSTNAME -u MEMCACHIER_SERVERS -u MEMCACHIER_USERNAME -u MEMCACHIER_PASSWORD
 
-.PHONY: help setup services services-stop services-status run test clean
+.PHONY: help setup services services-stop services-status run test clean check progress grade \
+        doctor dashboard deploy-check bench cluster cluster-stop notebooks lab workspace
 
 help:
 	@echo "make run        serve final/ at http://127.0.0.1:5000 (STEP=NN for a step, SERVICES=1 for MariaDB + memcached)"
@@ -38,6 +39,31 @@ run: setup $(if $(SERVICES),services,)
 test: services
 	@echo "==> running the tests"
 	@$(PY) -m pytest
+
+# make check STEP=04 APP=workspace: does the app do what stage 04 asks?
+check: services
+	@$(PY) -m checks run $(STEP) $(or $(APP),workspace)
+
+progress: services
+	@$(PY) -m checks progress $(or $(APP),workspace)
+
+doctor: setup
+	@$(PY) -m checks doctor
+
+dashboard: services
+	@$(PY) -m checks dashboard
+
+deploy-check: services
+	@$(PY) -m checks deploy
+
+bench: services
+	@$(PY) -m checks bench
+
+cluster: setup
+	@$(PY) -m checks cluster start
+
+cluster-stop:
+	@$(PY) -m checks cluster stop
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,0 +1,29 @@
+"""python -m checks COMMAND ...: one entry point; each command lives in its own module."""
+import importlib
+import sys
+
+COMMANDS = {
+    "run": "checks.cli",
+    "progress": "checks.cli",
+    "grade": "checks.cli",
+    "doctor": "checks.cli",
+    "deploy": "checks.deploy",
+    "dashboard": "checks.dashboard",
+    "bench": "checks.bench",
+    "cluster": "checks.cluster",
+}
+USAGE = "usage: python -m checks {" + ",".join(COMMANDS) + "} ..."
+
+
+def main(argv):
+    if not argv or argv[0] not in COMMANDS:
+        print(USAGE if not argv or argv[0] in ("-h", "--help") else
+              f"checks: unknown command {argv[0]!r}. {USAGE}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]])
+    # Each module's main takes the command name first, so one module can serve several commands.
+    return module.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
