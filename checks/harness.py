@@ -232,9 +232,9 @@ class App:
             raise HarnessError("this app runs without memcached, so there are no counters")
         return self.memcached.counters()
 
-    def spawn(self):
-        """Start one more app process sharing the same database and memcached."""
-        server = Server(self.workdir, self.env, self.servers[0].workers,
+    def spawn(self, env=None):
+        """Start one more app process sharing the same database and memcached (ENV: overrides)."""
+        server = Server(self.workdir, dict(self.env, **(env or {})), self.servers[0].workers,
                         self.servers[0].threads, self.log).start()
         self.servers.append(server)
         return server

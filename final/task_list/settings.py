@@ -101,7 +101,9 @@ def from_environment(instance_path):
         "MEMCACHED_PASSWORD": env("MEMCACHIER_PASSWORD"),
         "MEMCACHED_POOL_SIZE": int(env("MEMCACHED_POOL_SIZE", "16")),
         # Which layers are on: query, fragments, view. The benchmark turns them off one by one.
-        "CACHE_LAYERS": set(env("CACHE_LAYERS", "query,fragments,view").replace(" ", "").split(",")) - {""},
+        # An empty CACHE_LAYERS is meaningful (caching off), so it is read without env()'s default.
+        "CACHE_LAYERS": set(os.environ.get("CACHE_LAYERS", "query,fragments,view")
+                            .replace(" ", "").split(",")) - {""},
         "CACHE_KEY_PREFIX": env("CACHE_KEY_PREFIX", f"task-list:{this_release}:{db_tag}:"),
         # Every entry expires: after a network partition, nothing stale outlives this.
         "CACHE_DEFAULT_TIMEOUT": int(env("CACHE_DEFAULT_TIMEOUT", "300")),
