@@ -1,0 +1,225 @@
+"""What the notebooks share, and the runner behind `make notebooks`.
+
+In a notebook, `import nbtools` puts the repository on sys.path (so `from checks import harness`
+works) and offers: BUILD (where summaries and plots go), max_tasks(), cleanup(), Table,
+save_summary(), save_plot(), metadump() and raw_get().
+
+From the shell, `python notebooks/nbtools.py [NN ...]` executes the notebooks (all of them by
+default) on the project's kernel with nbclient, and writes an HTML copy of each to build/notebooks/.
+"""
+import atexit
+import contextlib
+import html
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parent
+ROOT = NOTEBOOKS.parent
+BUILD = ROOT / "build" / "notebooks"
+KERNEL = "workshop"
+SIZE_SETTING = "NOTEBOOK_MAX_TASKS"
+FULL_RUN = 10_000
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def max_tasks():
+    """The largest task count the notebooks create: NOTEBOOK_MAX_TASKS, or the full run."""
+    raw = os.environ.get(SIZE_SETTING, "").strip()
+    if not raw:
+        return FULL_RUN
+    if not raw.isdigit() or int(raw) < 10:
+        raise ValueError(f"{SIZE_SETTING} must be a whole number of at least 10, not {raw!r}")
+    return int(raw)
+
+
+def cleanup():
+    """An ExitStack for the servers a notebook starts; also closed when the kernel exits."""
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    return stack
+
+
+class Table:
+    """Rows of dicts, shown as an HTML table in Jupyter and as aligned text elsewhere."""
+
+    def __init__(self, rows, columns=None):
+        self.rows = list(rows)
+        self.columns = columns or (list(self.rows[0]) if self.rows else [])
+
+    def _cells(self, row):
+        return [_format(row.get(c, "")) for c in self.columns]
+
+    def _repr_html_(self):
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in self._cells(r)) + "</tr>"
+                       for r in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self):
+        cells = [self.columns] + [self._cells(r) for r in self.rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(self.columns))]
+        return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in cells)
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def save_summary(name, data):
+    """Write what a notebook observed to build/notebooks/NAME.json; the tests read it."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    path = BUILD / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def save_plot(fig, name):
+    """Save a matplotlib figure as build/notebooks/NAME.png."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    path = BUILD / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _text_command(port, command, end):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(command)
+        data = b""
+        while not data.endswith(end) and not data.startswith((b"ERROR", b"CLIENT_ERROR")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def metadump(port):
+    """Every item of a plain memcached with its metadata: key, exp (Unix time, -1 = never), size.
+
+    The text protocol's `lru_crawler metadump`, so plain instances only (SASL speaks binary).
+    """
+    items = []
+    for line in _text_command(port, b"lru_crawler metadump all\r\n", b"END\r\n").decode().splitlines():
+        if line.startswith("key="):
+            fields = dict(part.split("=", 1) for part in line.split())
+            fields["key"] = urllib.parse.unquote(fields["key"])
+            items.append({k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in fields.items()})
+    return items
+
+
+def raw_get(port, key):
+    """The stored bytes of KEY on a plain memcached, or None; no unpickling, so any app's values."""
+    data = _text_command(port, f"get {key}\r\n".encode(), b"END\r\n")
+    if not data.startswith(b"VALUE"):
+        return None
+    header, _, rest = data.partition(b"\r\n")
+    size = int(header.split()[3])
+    return rest[:size]
+
+
+def poll(predicate, timeout=10.0, interval=0.05):
+    """Call PREDICATE until it returns something true, or until TIMEOUT seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+# ---- the runner -------------------------------------------------------------------------------
+
+def notebook_paths():
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+
+
+def ensure_kernel():
+    """Register the `workshop` kernel: this interpreter (.venv's Python), inside .venv."""
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL, display_name="Workshop (.venv Python 3.11)", prefix=sys.prefix)
+
+
+def execute(path, timeout=900):
+    """Run one notebook top to bottom; write its HTML and executed copies to build/notebooks/.
+
+    Returns None, or one line saying what failed. The notebook in notebooks/ stays without outputs.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from traitlets.config import Config
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(path, as_version=4)
+    error = None
+    with tempfile.TemporaryDirectory(prefix="nb-kernel-") as sockets:
+        # Unix sockets instead of loopback TCP: private to this user, and no warning about it.
+        config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
+        client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, config=config,
+                                resources={"metadata": {"path": str(NOTEBOOKS)}})
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            error = f"{path.name}, cell {failed_cell(nb)}: {exc.ename}: {exc.evalue}"
+        except (CellTimeoutError, DeadKernelError) as exc:
+            error = f"{path.name}, cell {failed_cell(nb)}: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    BUILD.mkdir(parents=True, exist_ok=True)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    (BUILD / f"{path.stem}.html").write_text(body)
+    nbformat.write(nb, BUILD / path.name)  # the executed copy, outputs and all
+    return error
+
+
+def failed_cell(nb):
+    """The number (from 1, as Jupyter shows cells) of the first cell whose output is an error."""
+    for number, cell in enumerate(nb.cells, 1):
+        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+            return number
+    return "?"
+
+
+def main(argv):
+    paths = notebook_paths()
+    wanted = argv[1:]
+    if wanted:
+        chosen = [p for p in paths if any(p.name.startswith(w) for w in wanted)]
+        unknown = [w for w in wanted if not any(p.name.startswith(w) for p in paths)]
+        if unknown:
+            names = ", ".join(p.name[:2] for p in paths)
+            print(f"notebooks: no notebook starts with {', '.join(unknown)} (have {names})", file=sys.stderr)
+            return 2
+        paths = chosen
+    try:
+        max_tasks()
+    except ValueError as exc:
+        print(f"notebooks: {exc}", file=sys.stderr)
+        return 2
+    ensure_kernel()
+    failed = 0
+    for path in paths:
+        start = time.monotonic()
+        error = execute(path)
+        took = time.monotonic() - start
+        if error:
+            failed += 1
+            print(f"  FAILED {path.name} ({took:.0f} s): {error}", file=sys.stderr)
+        else:
+            print(f"  ran {path.name} in {took:.0f} s -> {(BUILD / path.stem).relative_to(ROOT)}.html")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
