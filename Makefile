@@ -67,3 +67,12 @@ cluster-stop:
 
 clean:
 	rm -rf build .pytest_cache
+
+# make workspace: your own copy of step 01 in workspace/ (git-ignored), with a git repository of its own.
+workspace:
+	@python3 scripts/workspace.py create
+
+# make catch-up STEP=05: replace workspace/'s code by checkpoint 05; your work stays in its git log.
+.PHONY: catch-up
+catch-up:
+	@python3 scripts/workspace.py catch-up "$(STEP)"
