@@ -1201,7 +1201,7 @@ class Replay:
             self.out.step("teardown", ", ".join(steps) + ", temporary /var/app removed")
 
 
-def log_tail(path, lines=8):
+def log_tail(path, lines=40):
     try:
         text = Path(path).read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -1217,8 +1217,9 @@ def explain_failure(tail):
                 "(a missing requirement)")
     if "SECRET_KEY is not set" in tail:
         return "SECRET_KEY is not set: create the environment with `eb create --envvars SECRET_KEY=...`"
-    lines = [l.strip() for l in tail.splitlines() if l.strip()]
-    telling = [l for l in lines if re.search(r"Error|error|Failed|failed|not found|No such", l)]
+    lines = [l.strip() for l in tail.splitlines() if l.strip() and not l.startswith("(Background")]
+    raised = [l for l in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", l)]
+    telling = raised or [l for l in lines if re.search(r"[Ee]rror|[Ff]ailed|not found|No such", l)]
     return (telling or lines or ["no output"])[-1][:300]
 
 
