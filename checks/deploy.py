@@ -178,7 +178,7 @@ class EntryPoint:
     source: str  # "Procfile" or the WSGIPath option
     app_dir: str  # folder (in the bundle) the server imports the app from
     module: str
-    callable: str
+    name: str  # the WSGI callable
 
 
 class Output:
@@ -539,7 +539,7 @@ def check_container_commands(config):
                 if var in SECRET_VARIABLES or var == "SASL_PATH":
                     findings.append(Finding(f"{here}: env: {var}", "never commit it; set it with `eb setenv`"))
         runs_python = re.search(r"(^|[\s;&|(])(flask|python3?|alembic|gunicorn|pip3?)\b", command)
-        if runs_python and not mentions_venv(command) and "/var/app/venv/" not in command:
+        if runs_python and not mentions_venv(command):
             findings.append(Finding(f"{here}: command", "runs Python tools without the app's virtualenv; "
                                     "start it with `source /var/app/venv/*/bin/activate && `"))
         if re.search(r"\b(db\s+upgrade|migrate)\b", command) and spec.get("leader_only") is not True:
@@ -907,6 +907,7 @@ class Replay:
         self.log_dir = workdir / "logs"
         self.findings = []
         self.database = self.memcached = self.server = None
+        self.secret_key = secrets.token_hex(32)  # what `eb create --envvars SECRET_KEY=...` gives
 
     # The platform's paths, mapped into the temporary folder.
     def local_paths(self, text):
@@ -1012,12 +1013,6 @@ class Replay:
         # Debian only: stands in for cyrus-sasl-plain in /usr/lib64/sasl2 on Amazon Linux 2023.
         env["SASL_PATH"] = harness.services_env()["SASL_PATH"]
         return env
-
-    @property
-    def secret_key(self):
-        if not hasattr(self, "_secret"):
-            self._secret = secrets.token_hex(32)
-        return self._secret
 
     def container_commands(self):
         commands = []
@@ -1294,11 +1289,11 @@ def rehearse(source, *, static_only=False, out=None):
                  f"{size_text(bundle.unpacked_size)} unpacked")
         for rel in bundle.files:
             out.line(f"     {rel:<60} {size_text((bundle.root / rel).stat().st_size):>9}")
-        for note in bundle.notes:
-            out.line(f"   note: {note}")
         out.line()
         out.line("2. Static checks")
         configs, entry, findings = static_checks(bundle, out)
+        for note in bundle.notes:
+            out.line(f"   note: {note}")
         out.line()
         timings = {}
         if static_only:
