@@ -232,11 +232,13 @@ def is_git_root(path):
 def export_git(repo, ref, dest):
     """`git archive REF` unpacked into DEST; returns the relative file paths."""
     data = git(repo, "archive", "--format=tar", ref, binary=True)
+    # Extraction filters arrived in Python 3.11.4; Debian 12 ships 3.11.2.
+    safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
     files = []
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar.getmembers():
             if member.isfile() or member.issym():
-                tar.extract(member, dest, filter="tar")
+                tar.extract(member, dest, **safe)
                 files.append(member.name)
     return sorted(files)
 
