@@ -764,6 +764,41 @@ def check_entry_point(bundle, configs):
     return EntryPoint(command, source, app_dir, module, name), findings
 
 
+STATIC_NAMESPACE = "aws:elasticbeanstalk:environment:proxy:staticfiles"
+
+
+def static_mappings(configs):
+    """{URL path: bundle folder} that nginx serves itself; the Python platform maps /static."""
+    mappings = {"/static": "static"}
+    for config in configs:
+        rows, _ = option_settings(config)
+        for namespace, option, value in rows:
+            if namespace == STATIC_NAMESPACE:
+                mappings["/" + option.strip("/")] = str(value).strip("/")
+    return mappings
+
+
+def check_static_files(bundle, configs, entry):
+    """Each static mapping must name a bundle folder; the app's own static folder must be mapped."""
+    findings = []
+    mappings = static_mappings(configs)
+    where = f"option_settings: {STATIC_NAMESPACE}"
+    for url, folder in mappings.items():
+        if url == "/static" and folder == "static":
+            continue  # the platform default; checked below
+        if not (bundle.root / folder).is_dir():
+            findings.append(Finding(f"{where}: {url}", f"{folder}: no such folder in the bundle; "
+                                    "nginx would answer 404 for every file under it"))
+    if mappings["/static"] == "static" and not (bundle.root / "static").is_dir() and entry:
+        app_static = sorted(p.relative_to(bundle.root).as_posix()
+                            for p in (bundle.root / entry.app_dir).glob("*/static") if p.is_dir())
+        if app_static:
+            findings.append(Finding(where, f"maps no /static, so nginx looks in a top-level static/ "
+                                    f"folder the bundle lacks and answers 404 for the app's "
+                                    f"{app_static[0]}/ files; map `/static: {app_static[0]}`"))
+    return findings
+
+
 def static_checks(bundle, out):
     """Every finding that needs no replay, with one progress line per file."""
     findings = check_contents(bundle)
@@ -788,6 +823,10 @@ def static_checks(bundle, out):
         out.step("FINDING", "entry point: the platform could not start the app")
     else:
         out.step("ok" if not found else "FINDING", f"{entry.source}  {entry.command}")
+    findings += found
+    found = check_static_files(bundle, configs, entry)
+    shown = ", ".join(f"{url} -> {folder}/" for url, folder in static_mappings(configs).items())
+    out.step("ok" if not found else "FINDING", f"static files  nginx serves {shown}")
     findings += found
     return configs, entry, findings
 
@@ -1149,6 +1188,7 @@ class Replay:
             if data.get("status") != "ok":
                 self.findings.append(Finding("health check", f"GET {path}: the app reports {body}"))
         self.out.step("health", f"GET {path} -> 200{detail}")
+        self.check_static_urls(requests.get(self.url + "/", timeout=10).text)
         name = f"rehearsal {secrets.token_hex(3)}"
         visitor = Visitor(self.url)
         with self.memcached.counters() as delta:
@@ -1175,6 +1215,26 @@ class Replay:
             return
         self.out.step("cache", f"memcached saw {delta['cmd_set']} sets, {delta['get_hits']} hits, "
                                f"{delta['get_misses']} misses over SASL")
+
+    def check_static_urls(self, html):
+        """What nginx would answer for each /static URL the front page links to."""
+        mappings = static_mappings(self.configs)
+        urls = sorted(set(re.findall(r'(?:href|src)="(/[^"?#]+)', html)))
+        served = []
+        for url in urls:
+            prefix = max((p for p in mappings if url == p or url.startswith(p + "/")),
+                         key=len, default=None)
+            if prefix is None:
+                continue
+            target = self.current / mappings[prefix] / url[len(prefix):].lstrip("/")
+            if not target.is_file():
+                self.findings.append(Finding(f"option_settings: {STATIC_NAMESPACE}: {prefix}",
+                                             f"GET {url} would be a 404 from nginx: the bundle has "
+                                             f"no {mappings[prefix]}/{url[len(prefix):].lstrip('/')}"))
+            else:
+                served.append(url)
+        if served:
+            self.out.step("static", f"nginx would serve {', '.join(served)} from the bundle")
 
     def teardown(self):
         steps = []
@@ -1230,7 +1290,10 @@ def flatten(configs, app_dir=None):
     for config in configs:
         rows, _ = option_settings(config)
         for namespace, option, value in rows:
-            flat[("option_settings", namespace, option)] = str(value)
+            value = str(value)
+            if namespace == STATIC_NAMESPACE and app_dir and value.startswith(app_dir + "/"):
+                value = value[len(app_dir) + 1:]  # the root serves final/ from a subfolder
+            flat[("option_settings", namespace, option)] = value
         for manager, names in (config.data.get("packages") or {}).items():
             for name, version in (names or {}).items():
                 flat[("packages", manager, name)] = json.dumps(version or [])
