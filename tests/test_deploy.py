@@ -68,6 +68,7 @@ def test_rehearsal_passes_on_the_committed_final(capsys, services_env):
     assert "final/application.py" in out and "steps/" not in out
     assert "01_migrate  ok" in out
     assert "GET /health -> 200, status 'ok'" in out
+    assert "nginx would serve /static/style.css from the bundle" in out
     assert "listed on /, deleted, gone from /" in out
     assert "over SASL" in out
     assert "Result: no findings" in out
@@ -95,6 +96,8 @@ def test_root_config_carries_the_platform_facts():
                  "HealthCheckPath")] == "/health"
     assert flat[("option_settings", "aws:elasticbeanstalk:application",
                  "Application Healthcheck URL")] == "/health"
+    assert flat[("option_settings", "aws:elasticbeanstalk:environment:proxy:staticfiles",
+                 "/static")] == "final/task_list/static"
     text = "".join(p.read_text() for p in (ROOT / ".ebextensions").glob("*.config"))
     assert "SASL_PATH:" not in text and "x86_64-linux-gnu" not in text
     assert (ROOT / "Procfile").read_text().startswith(
@@ -207,6 +210,22 @@ def test_without_a_procfile_the_default_wsgi_path_must_resolve(bundle, capsys):
     assert code == 1
     assert ("the platform's default WSGIPath (`application`, no Procfile): application: "
             "the bundle has no application.py") in out
+
+
+def test_static_files_must_be_mapped_to_the_app_folder(bundle, capsys):
+    (bundle / ".ebextensions/04-static.config").unlink()
+    code, out, _ = rehearse(capsys, "--dir", str(bundle), "--static")
+    assert code == 1
+    assert ("maps no /static, so nginx looks in a top-level static/ folder the bundle lacks and "
+            "answers 404 for the app's final/task_list/static/ files") in out
+
+
+def test_static_mapping_to_a_missing_folder_is_caught(bundle, capsys):
+    edit(bundle / ".ebextensions/04-static.config", "final/task_list/static", "task_list/static")
+    code, out, _ = rehearse(capsys, "--dir", str(bundle), "--static")
+    assert code == 1
+    assert ("option_settings: aws:elasticbeanstalk:environment:proxy:staticfiles: /static: "
+            "task_list/static: no such folder in the bundle") in out
 
 
 def test_migrations_must_run_once_inside_the_venv(bundle, capsys):
