@@ -227,7 +227,7 @@ class Monitor:
                     memstat.reset(address, self.username, self._password)
                     self.zeros.pop(address, None)
                     done.append(address)
-                except memstat.MemcachedError as exc:
+                except (memstat.MemcachedError, OSError) as exc:
                     self.zeros[address] = current[address]
                     own.append(f"{address} ({exc})")
             self.sample()
@@ -251,7 +251,7 @@ class Monitor:
             for address in self.servers:
                 try:
                     memstat.flush(address, self.username, self._password)
-                except memstat.MemcachedError as exc:
+                except (memstat.MemcachedError, OSError) as exc:
                     failed.append(str(exc))
             self.notice = ("Flush failed: " + "; ".join(failed)) if failed else \
                 "Flushed: every item is gone; the next reads will miss."
