@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from checks import dashboard, harness, services
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGE_08 = ROOT / "final"
+STAGE_08 = ROOT / "steps" / "08-view-cache"
 SHOTS = ROOT / "build"
 
 
