@@ -2,7 +2,7 @@
 
 In a notebook, `import nbtools` puts the repository on sys.path (so `from checks import harness`
 works) and offers: BUILD (where summaries and plots go), max_tasks(), cleanup(), Table,
-save_summary(), save_plot(), metadump() and raw_get().
+save_summary(), save_plot(), metadump(), raw_get(), poll(), stage_dir(), names_on() and Recorder.
 
 From the shell, `python notebooks/nbtools.py [NN ...]` executes the notebooks (all of them by
 default) on the project's kernel with nbclient, and writes an HTML copy of each to build/notebooks/.
@@ -12,6 +12,7 @@ import contextlib
 import html
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -137,6 +138,92 @@ def poll(predicate, timeout=10.0, interval=0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def stage_dir(number):
+    """The folder of workshop stage NUMBER ("04" -> steps/04-query-cache)."""
+    found = sorted((ROOT / "steps").glob(f"{number}-*"))
+    if not found:
+        raise FileNotFoundError(f"steps/{number}-* does not exist yet")
+    return found[0]
+
+
+NAME_CELL = re.compile(r'<td class="name">(.*?)</td>', re.S)
+
+
+def names_on(page_html):
+    """The task names a task-list page shows, in order."""
+    return [html.unescape(name.strip()) for name in NAME_CELL.findall(page_html)]
+
+
+def names_in_database(app):
+    """The task names the app's MariaDB database holds, oldest first."""
+    conn = app.database.connect()
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT name FROM task ORDER BY id")
+        return [row[0] for row in cursor.fetchall()]
+    finally:
+        conn.close()
+
+
+class Recorder:
+    """One visitor of an app; every request it makes becomes a row of memcached counter deltas.
+
+    The dashboard's view, one request at a time: what each page load or form post asked of
+    memcached, and whether the page agreed with the database.
+    """
+
+    def __init__(self, app, stage):
+        self.app, self.stage = app, stage
+        self.visitor = app.visitor()
+        self.rows = []
+        self.page = None
+
+    def _record(self, label, send):
+        with self.app.counters() as delta:
+            response = send()
+        row = {"stage": self.stage, "request": label, "status": response.status_code,
+               "get hits": delta["get_hits"], "get misses": delta["get_misses"],
+               "sets": delta["cmd_set"], "deletes": delta["delete_hits"] + delta["delete_misses"]}
+        if response.request.method == "GET" and response.status_code == 200:
+            self.page = response.text
+            shown, stored = names_on(response.text), names_in_database(self.app)
+            row.update({"tasks shown": len(shown), "tasks in database": len(stored),
+                        "stale": sorted(shown) != sorted(stored)})
+        self.rows.append(row)
+        return row
+
+    def load(self, path="/", label=None):
+        return self._record(label or f"GET {path}", lambda: self.visitor.get(path))
+
+    def add(self, name):
+        """POST the add form of the last page loaded (without following the redirect)."""
+        form = next(f for f in parse_forms_on(self.page, self.visitor) if f.method == "POST" and f.texts)
+        return self._record(f"POST / (add {name!r})",
+                            lambda: self.visitor.submit(form, {form.texts[0]: name}, follow=False))
+
+    def delete(self, name):
+        """Press the delete button next to NAME on the last page loaded."""
+        task_id = re.search(r'id="task-(\d+)">\s*<td class="name">' + re.escape(html.escape(name)),
+                            self.page).group(1)
+        form = next(f for f in parse_forms_on(self.page, self.visitor) if f"/{task_id}/delete" in f.action)
+        return self._record(f"POST /{task_id}/delete ({name!r})",
+                            lambda: self.visitor.submit(form, follow=False))
+
+    def table(self):
+        return Table(self.rows)
+
+
+def parse_forms_on(page_html, visitor):
+    from urllib.parse import urljoin
+
+    from checks.visitor import parse_forms
+
+    forms = parse_forms(page_html)
+    for form in forms:
+        form.action = urljoin(visitor.base_url, form.action)
+    return forms
 
 
 # ---- the runner -------------------------------------------------------------------------------
