@@ -1,0 +1,295 @@
+"""The course proves its own checker (python -m checks), the way rustlings proves its exercises.
+
+- every steps/NN passes checks 01..NN, and final/ passes them all;
+- every steps/NN-1 fails check NN: each check detects the capability it names;
+- each broken learner app in tests/fixtures/broken fails the right check, with the right hint;
+- the instructor's batch reports a crashed, a hung and a missing app, and carries on;
+- bad input gets one line and exit status 2, never a traceback.
+
+Every run goes through the real command in a subprocess, on real memcached and SQLite. The runs
+are independent, so the module starts them all at once, two at a time, and the tests read their
+results.
+"""
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from checks.plugin import load_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ROOT / "steps"
+FINAL = ROOT / "final"
+BROKEN = Path(__file__).resolve().parent / "fixtures" / "broken"
+STAGES = load_manifest()
+NUMBERS = [s.number for s in STAGES]
+FOLDERS = {s.number: STEPS / s.folder for s in STAGES}
+FIXTURES = sorted(p.name for p in BROKEN.iterdir() if (p / "fixture.toml").is_file())
+RUN_LIMIT = 240  # seconds for one checker run: far above what any takes, so a hang still ends
+
+
+def checks(*args, env=None, timeout=RUN_LIMIT):
+    """Run `python -m checks ARGS` as a learner would; the finished process."""
+    return subprocess.run([sys.executable, "-m", "checks", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def checked(args, json_file):
+    """One checker run and the results file it wrote (None if it wrote none)."""
+    result = checks(*args, "--json", json_file)
+    data = json.loads(Path(json_file).read_text()) if Path(json_file).is_file() else None
+    return result, data
+
+
+def materialise(name, target):
+    """Build broken app NAME: its base step, with the fixture's edits applied."""
+    spec = tomllib.loads((BROKEN / name / "fixture.toml").read_text())
+    shutil.copytree(STEPS / spec["base"], target,
+                    ignore=shutil.ignore_patterns("__pycache__", "instance", "*.pyc"))
+    for edit in spec.get("edit", []):
+        path = target / edit["file"]
+        text = path.read_text()
+        if edit["old"] not in text:
+            raise AssertionError(f"fixture {name}: {edit['file']} of {spec['base']} no longer holds "
+                                 f"{edit['old']!r}; update tests/fixtures/broken/{name}")
+        path.write_text(text.replace(edit["old"], edit["new"]))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, services_env):
+    """Every checker run this module judges, started at once, two at a time."""
+    tmp = tmp_path_factory.mktemp("checks")
+    jobs = {}
+    for app in [*NUMBERS, "final"]:
+        folder = FINAL if app == "final" else FOLDERS[app]
+        jobs[("progress", app)] = (["progress", folder, "-q"], tmp / f"progress-{app}.json")
+    for before, number in zip(NUMBERS, NUMBERS[1:]):
+        jobs[("previous", number)] = (["run", number, FOLDERS[before], "-q"],
+                                      tmp / f"previous-{number}.json")
+    for name in FIXTURES:
+        spec = materialise(name, tmp / "broken" / name)
+        jobs[("broken", name)] = (["run", spec["stage"], tmp / "broken" / name, "-q",
+                                   *spec.get("options", [])], tmp / f"broken-{name}.json")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(checked, args, out) for key, (args, out) in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def by_stage(data, number):
+    return [t for t in data["tests"] if t["step"] == number]
+
+
+def problems(tests):
+    return [f"{t['step']} {t['id']}: {t['status']}: {t['observed']}" for t in tests
+            if t["status"] not in ("pass", "info")]
+
+
+# ---- the manifest and the checks agree ---------------------------------------------------------
+
+def test_every_expectation_has_exactly_one_check():
+    from checks import stages
+
+    checks_defined = {name for name in vars(stages) if name.startswith("check_")}
+    expected = {e.test_name for s in STAGES for e in s.expectations}
+    assert checks_defined == expected
+
+
+# ---- the steps and final/ ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_step_passes_checks_up_to_its_own(runs, number):
+    result, data = runs[("progress", number)]
+    assert data is not None, result.stderr
+    reached = [t for t in data["tests"] if t["step"] <= number]
+    assert not problems(reached), f"{FOLDERS[number].name} fails: {problems(reached)}"
+    assert (data["highest_stage"] or "00") >= number
+
+
+def test_final_passes_every_check(runs):
+    result, data = runs[("progress", "final")]
+    assert data is not None, result.stderr
+    assert not problems(data["tests"]), problems(data["tests"])
+    assert data["highest_stage"] == NUMBERS[-1] and data["status"] == "pass"
+
+
+@pytest.mark.parametrize("number", NUMBERS[1:])
+def test_previous_step_fails_this_check(runs, number):
+    # Run on its own, as a learner still at the previous stage would.
+    result, data = runs[("previous", number)]
+    assert result.returncode == 1, result.stdout + result.stderr
+    tests = by_stage(data, number)
+    failed = [t for t in tests if t["status"] == "fail" and not t["informational"]]
+    assert failed, f"check {number} passes on the step before it: {tests}"
+    assert not [t for t in tests if t["status"] == "error"], "the app did not even run"
+
+
+@pytest.mark.parametrize("number", NUMBERS[1:])
+def test_previous_step_is_pending_at_this_stage_in_progress(runs, number):
+    before = NUMBERS[NUMBERS.index(number) - 1]
+    _, data = runs[("progress", before)]
+    row = next(s for s in data["stages"] if s["number"] == number)
+    assert row["status"] == "PENDING" and row["failing"]
+
+
+def test_stale_list_is_reported_never_failed(runs):
+    _, at_04 = runs[("progress", "04")]
+    _, at_05 = runs[("progress", "05")]
+    stale = lambda data: next(t for t in data["tests"] if t["id"] == "stale_list")
+    assert stale(at_04)["status"] == stale(at_05)["status"] == "info"
+    assert stale(at_04)["observed"] == "the list was stale after an add"
+    assert stale(at_05)["observed"] == "the list showed the new task at once"
+
+
+# ---- broken learner apps -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_broken_app_fails_the_right_check_with_its_hint(runs, name):
+    spec = tomllib.loads((BROKEN / name / "fixture.toml").read_text())
+    result, data = runs[("broken", name)]
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    tests = {t["id"]: t for t in by_stage(data, spec["stage"])}
+    expectations = {e.id: e for e in next(s for s in STAGES if s.number == spec["stage"]).expectations}
+    for expectation_id in spec["fails"]:
+        test = tests[expectation_id]
+        assert test["status"] in ("fail", "error"), f"{expectation_id} passed on {name}"
+        assert expectations[expectation_id].hint in test["message"]
+        assert test["observed"] and "observed: " + test["observed"] in test["message"]
+
+
+def test_a_hung_request_is_reported_as_such(runs):
+    _, data = runs[("broken", "never-answers")]
+    index = next(t for t in data["tests"] if t["id"] == "index")
+    assert "GET / got no answer within 3 s" in index["observed"]
+
+
+def test_a_crash_on_import_shows_the_exception(runs):
+    _, data = runs[("broken", "raises-on-import")]
+    importable = next(t for t in data["tests"] if t["id"] == "importable")
+    assert importable["status"] == "error" and data["status"] == "error"
+    assert "ImportError" in importable["observed"] and "create_application" in importable["observed"]
+
+
+# ---- the results files -------------------------------------------------------------------------
+
+def test_run_writes_exercism_json_and_junit(tmp_path, services_env):
+    json_file, junit_file = tmp_path / "results.json", tmp_path / "junit.xml"
+    result = checks("run", "03", FOLDERS["02"], "--json", json_file, "--junit", junit_file)
+    assert result.returncode == 1
+    data = json.loads(json_file.read_text())
+    assert data["status"] == "fail" and data["step"] == "03"
+    assert data["points"] == {"earned": 0, "possible": 3}
+    names = {t["name"] for t in data["tests"]}
+    assert names == {"check_03_ebextensions", "check_03_migration_command", "check_03_requirements"}
+    for test in data["tests"]:
+        assert set(test) >= {"name", "status", "message", "output", "points"}
+        assert test["message"].startswith("observed: ")
+    suite = ET.parse(junit_file).getroot().find("testsuite")
+    assert suite.get("tests") == "3" and suite.get("failures") == "3"
+
+
+def test_run_prints_each_expectation_with_its_hint():
+    result = checks("run", "03", FOLDERS["02"])
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("  ✗ ") for line in lines) == 3
+    assert any("reread: steps/03-deploy/README.md" in line for line in lines)
+    assert "hint: " in result.stdout and "expected: " in result.stdout
+
+
+# ---- the instructor's batch --------------------------------------------------------------------
+
+def test_grade_reports_every_learner_and_never_stops(tmp_path, services_env):
+    class_dir = tmp_path / "class"
+    shutil.copytree(FOLDERS["03"], class_dir / "ada", ignore=shutil.ignore_patterns("__pycache__"))
+    materialise("raises-on-import", class_dir / "bob")
+    materialise("hangs-on-import", class_dir / "cy")
+    out = tmp_path / "report"
+    result = checks("grade", class_dir / "ada", class_dir / "bob", class_dir / "cy",
+                    class_dir / "dee", "--jobs", "2", "--out", out, "--boot-timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert "[4/4]" in result.stderr  # progress, as each learner finishes
+    rows = {r["learner"]: r for r in json.loads((out / "grades.json").read_text())["learners"]}
+    assert rows["ada"]["state"] == "ok" and rows["ada"]["highest"] == "03"
+    assert rows["ada"]["failing"] and all(f.startswith("04 ") for f in rows["ada"]["failing"])
+    assert rows["bob"]["state"] == "crashed" and "ImportError" in rows["bob"]["detail"]
+    assert rows["cy"]["state"] == "hung"
+    assert rows["dee"]["state"] == "missing"
+    csv_lines = (out / "grades.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("learner,state,highest_stage") and len(csv_lines) == 5
+    suites = ET.parse(out / "grades.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["ada", "bob", "cy", "dee"]
+    table = result.stdout
+    assert "ada" in table and "CRASHED" in table and "HUNG" in table and "MISSING" in table
+
+
+def processes_marked(mark):
+    """Processes whose environment carries MARK: whatever a run started and left behind."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes():
+                found.append(environ.parent.name)
+        except OSError:  # gone already, or not ours to read
+            pass
+    return found
+
+
+def test_grade_stops_an_app_at_its_time_limit(tmp_path, services_env):
+    import os
+    import secrets
+
+    materialise("never-answers", tmp_path / "slow")
+    out, mark = tmp_path / "report", f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}"
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    # The request limit is longer than the learner's limit, so only the learner's limit can end it.
+    result = checks("grade", tmp_path / "slow", "--out", out, "--timeout", "8",
+                    "--request-timeout", "60", env=env)
+    assert result.returncode == 0, result.stderr
+    row = json.loads((out / "grades.json").read_text())["learners"][0]
+    assert row["state"] == "hung" and "8 s" in row["detail"]
+    assert processes_marked(mark) == [], "the hung app's processes outlived its time limit"
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+def bad_manifest(tmp_path):
+    path = tmp_path / "steps.toml"
+    path.write_text("[[step]\nnumber = ")
+    return path
+
+
+BAD_INPUT = {
+    "unknown stage": lambda tmp: ["run", "42", FINAL],
+    "missing folder": lambda tmp: ["run", "01", tmp / "nowhere"],
+    "folder without application.py": lambda tmp: ["run", "01", STEPS],
+    "unreadable manifest": lambda tmp: ["run", "01", FINAL, "--manifest", tmp],
+    "manifest that is not TOML": lambda tmp: ["run", "01", FINAL, "--manifest", bad_manifest(tmp)],
+    "missing manifest": lambda tmp: ["progress", FINAL, "--manifest", tmp / "none.toml"],
+    "unknown option": lambda tmp: ["run", "01", FINAL, "--colour"],
+    "grade without folders": lambda tmp: ["grade"],
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, case):
+    result = checks(*BAD_INPUT[case](tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_manifest_can_come_from_the_environment(tmp_path):
+    import os
+
+    env = {**os.environ, "WORKSHOP_MANIFEST": str(bad_manifest(tmp_path))}
+    result = checks("run", "01", FINAL, env=env, timeout=60)
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
