@@ -41,11 +41,14 @@ test: services
 	@$(PY) -m pytest
 
 # make check STEP=04 APP=workspace: does the app do what stage 04 asks?
+# APP defaults to workspace/ here (the APP above is make run's folder, so only a command-line APP counts).
+CHECKED := $(if $(filter command line,$(origin APP)),$(APP),workspace)
 check: services
-	@$(PY) -m checks run $(STEP) $(or $(APP),workspace)
+	@test -n "$(STEP)" || { echo "check: name the stage, e.g. make check STEP=04" >&2; exit 2; }
+	@$(PY) -m checks run "$(STEP)" "$(CHECKED)"
 
 progress: services
-	@$(PY) -m checks progress $(or $(APP),workspace)
+	@$(PY) -m checks progress "$(CHECKED)"
 
 doctor: setup
 	@$(PY) -m checks doctor
@@ -76,3 +79,13 @@ workspace:
 .PHONY: catch-up
 catch-up:
 	@python3 scripts/workspace.py catch-up "$(STEP)"
+
+# make grade DIRS="class/*" [JOBS=2] [OUT=build/grades]: the instructor's batch over learner folders.
+# make grade-bench: the checker's speed figures (all steps; 30 learner folders with 2 jobs).
+.PHONY: grade-bench
+grade: services
+	@test -n "$(DIRS)" || { echo 'grade: name the learner folders, e.g. make grade DIRS="class/*"' >&2; exit 2; }
+	@$(PY) -m checks grade $(DIRS) --jobs $(or $(JOBS),2) --out "$(or $(OUT),build/grades)"
+
+grade-bench: services
+	@$(PY) -m checks grade --bench --jobs $(or $(JOBS),2)
