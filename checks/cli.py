@@ -75,7 +75,7 @@ def symbols():
 def app_folder(value, default_used=False):
     path = Path(value).expanduser()
     if not path.exists():
-        hint = ": run `make workspace` to create it" if default_used else ""
+        hint = ": run `make workspace` to create it" if default_used or path.name == "workspace" else ""
         raise UsageError(f"no folder {value}{hint}")
     if not path.is_dir():
         raise UsageError(f"{value} is not a folder")
