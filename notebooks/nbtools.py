@@ -186,7 +186,8 @@ class Recorder:
         row = {"stage": self.stage, "request": label, "status": response.status_code,
                "get hits": delta["get_hits"], "get misses": delta["get_misses"],
                "sets": delta["cmd_set"], "deletes": delta["delete_hits"] + delta["delete_misses"]}
-        if response.request.method == "GET" and response.status_code == 200:
+        if response.request.method == "GET" and response.status_code == 200 and \
+                urllib.parse.urlsplit(response.url).path == "/":
             self.page = response.text
             shown, stored = names_on(response.text), names_in_database(self.app)
             row.update({"tasks shown": len(shown), "tasks in database": len(stored),
