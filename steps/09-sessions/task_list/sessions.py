@@ -1,10 +1,13 @@
 """Sessions in memcached with Flask-Session; in the instance folder when there is no memcached."""
+import logging
 import os
 
 from cachelib import FileSystemCache
 from flask_session import Session
 
 from task_list import settings
+
+log = logging.getLogger(__name__)
 
 
 class MemcachedPool:
@@ -19,6 +22,22 @@ class MemcachedPool:
         client = pylibmc.Client(servers, binary=True, username=username, password=password,
                                 behaviors=settings.MEMCACHED_BEHAVIORS)
         self.pool = pylibmc.ClientPool(client, size)
+        self.connect(size, pylibmc.Error)
+
+    def connect(self, size, errors):
+        """Log every pooled client in now, at start-up, not later inside a visitor's request.
+
+        A wrong password shows in the log at once, and this sidesteps a bug in the libmemcached
+        inside pylibmc 1.6.3: a SASL login begun deep in a request can fail at random with
+        FAILED TO SEND AUTHENTICATION TO SERVER (see WORKSHOP.md, Troubleshooting).
+        """
+        for _ in range(size):
+            with self.pool.reserve() as client:  # the pool hands out each client in turn
+                try:
+                    client.get_stats()
+                except errors as exc:
+                    log.warning("memcached login failed at start-up: %s", exc)
+                    return
 
     def get(self, key):
         with self.pool.reserve() as client:

@@ -68,5 +68,6 @@ def me():
     ids = session.get("added", [])
     tasks = []
     if ids:
-        tasks = db.session.execute(select(Task).where(Task.id.in_(ids)).order_by(Task.id)).scalars().all()
+        query = select(Task).where(Task.id.in_(ids)).order_by(Task.id)
+        tasks = db.session.execute(query).scalars().all()
     return render_template("tasks/me.html", tasks=tasks)

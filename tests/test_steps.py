@@ -1,0 +1,351 @@
+"""The nine checkpoints in steps/: each one runs, migrates and serves; the memcached counters each
+lesson quotes are the ones the app produces; and the manifest, the folders, the lessons, the diffs
+and WORKSHOP.md agree with each other.
+
+Apps run only through checks.harness, each in its own gunicorn. One run per step and database
+serves several assertions, because booting an app costs about a second.
+"""
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from checks.harness import run_app
+from checks.visitor import parse_forms
+
+ROOT = Path(__file__).resolve().parent.parent
+FINAL = ROOT / "final"
+
+
+def load_script(name):
+    """A module from scripts/, loaded by its path (a learner's workspace/ folder shares a name)."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+step_diffs = load_script("step_diffs")
+workspace = load_script("workspace")
+STEPS_DIR = ROOT / "steps"
+MANIFEST = tomllib.loads((STEPS_DIR / "steps.toml").read_text())["step"]
+STEPS = {step["number"]: step for step in MANIFEST}
+HEADINGS = ["Goal", "Changes", "Run it", "What to observe", "Common mistakes"]
+# The lessons' measuring scenario, in order; a lesson's table quotes some or all of these rows.
+SCENARIO = ("first load", "reload", "after add", "reload after add", "after delete")
+COLUMNS = {"get hits": "get_hits", "get misses": "get_misses", "sets": "cmd_set", "deletes": "delete_hits"}
+DATABASE_STEPS = [n for n in STEPS if n >= "02"]
+
+
+def folder(number):
+    return STEPS_DIR / STEPS[number]["folder"]
+
+
+def lesson(number):
+    return (folder(number) / STEPS[number]["lesson"]).read_text()
+
+
+def sections(text):
+    """{level-2 heading: its text}, in order."""
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def quoted_counters(number):
+    """The counter table in the lesson's "What to observe": {row: {column: int}}, or {}."""
+    lines = [line.strip() for line in sections(lesson(number))["What to observe"].splitlines()
+             if line.strip().startswith("|")]
+    if not lines:
+        return {}
+    header = [cell.strip().lower() for cell in lines[0].strip("|").split("|")]
+    assert header[0] == "action" and set(header[1:]) <= set(COLUMNS), f"step {number}: table header {header}"
+    table = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[0] in SCENARIO, f"step {number}: unknown row {cells[0]!r}"
+        table[cells[0]] = {col: int(value) for col, value in zip(header[1:], cells[1:])}
+    return table
+
+
+def delete_ids(html):
+    return [int(m.group(1)) for f in parse_forms(html) if (m := re.search(r"/(\d+)/delete$", f.action))]
+
+
+def measure(app):
+    """The scenario the lessons quote: three tasks exist, memcached is flushed, then one new
+    visitor loads the page, reloads it, adds a task, reloads, and deletes the oldest task.
+    Returns the counter deltas of each action and the page each action ended on."""
+    setup = app.visitor()
+    for name in ("one", "two", "three"):
+        setup.post("/", data={"name": name})
+    app.memcached.flush()
+    visitor = app.visitor()
+    counters, pages = {}, {}
+    for label in SCENARIO:
+        if label == "after add":
+            action = lambda: visitor.post("/", data={"name": "four"})  # noqa: E731
+        elif label == "after delete":
+            oldest = min(delete_ids(pages["reload after add"]))
+            action = lambda: visitor.post(f"/{oldest}/delete")  # noqa: E731
+        else:
+            action = visitor.get
+        with app.counters() as delta:
+            page = action()
+        assert page.status_code == 200, f"{label}: {page.status_code} {page.url}"
+        counters[label] = {col: delta[key] for col, key in COLUMNS.items()}
+        pages[label] = page.text
+    return counters, pages, visitor
+
+
+# ---- the manifest, the folders, the lessons, the diffs ------------------------------------------
+
+def test_manifest_names_every_step_folder_in_order():
+    on_disk = sorted(p.name for p in STEPS_DIR.iterdir() if p.is_dir() and re.match(r"\d\d-", p.name))
+    assert [s["folder"] for s in MANIFEST] == on_disk
+    assert [s["number"] for s in MANIFEST] == [f"{n:02d}" for n in range(1, len(MANIFEST) + 1)]
+    for step in MANIFEST:
+        assert step["folder"].startswith(step["number"] + "-")
+        assert step["title"] and step["hints"], f"step {step['number']} needs a title and hints"
+
+
+@pytest.mark.parametrize("number", list(STEPS))
+def test_each_step_is_a_complete_app(number):
+    path = folder(number)
+    assert "application = create_app()" in (path / "application.py").read_text()
+    assert "def create_app(test_config=None):" in (path / "task_list" / "__init__.py").read_text()
+    flaskenv = (path / ".flaskenv").read_text()
+    assert "FLASK_APP=application" in flaskenv and "FLASK_ENV" not in flaskenv
+    assert (path / "migrations").is_dir() == (number >= "02")
+    assert (path / ".ebextensions").is_dir() == (number >= "03")
+    assert (path / "requirements.txt").is_file() == (number >= "03")
+
+
+@pytest.mark.parametrize("number", list(STEPS))
+def test_lesson_has_the_five_headings_the_manifest_points_at(number):
+    headings = list(sections(lesson(number)))
+    assert headings == HEADINGS
+    for expect in STEPS[number].get("expect", []):
+        assert expect["section"] in headings, f"{expect['id']} points at a missing section"
+
+
+def code_blocks(text):
+    """(file, language, body) for each fenced block. The file is the **`path`** that opens the
+    paragraph just before the block; a block right after another block keeps that one's file."""
+    blocks, paragraph, label, body, language = [], [], None, None, None
+    for line in text.splitlines():
+        if body is not None:
+            if line.startswith("```"):
+                blocks.append((label, language, "\n".join(body)))
+                body, paragraph = None, []
+            else:
+                body.append(line)
+        elif line.startswith("```"):
+            if paragraph:
+                named = re.match(r"\*\*`([^`]+)`\*\*", paragraph[0])
+                label = named.group(1) if named else None
+            language, body = line[3:].strip(), []
+        elif line.strip():
+            paragraph.append(line)
+        else:
+            paragraph = []
+    return blocks
+
+
+@pytest.mark.parametrize("number", list(STEPS))
+def test_lesson_code_is_the_step_code(number):
+    """Each code block under "Changes" labelled with a file is that file's code: an excerpt of it,
+    or for a diff, hunks whose new side is in this step's file and old side in the previous one's."""
+    previous = folder(f"{int(number) - 1:02d}") if number != "01" else None
+    checked = 0
+    for label, language, body in code_blocks(sections(lesson(number))["Changes"]):
+        if not label or language in ("console", "sh", "shell"):
+            continue
+        new = (folder(number) / label).read_text()
+        if language == "diff":
+            old_path = previous / label if previous else None
+            old = old_path.read_text() if old_path and old_path.exists() else ""
+            for hunk in re.split(r"^@@.*$", body, flags=re.M):
+                lines = [line for line in hunk.split("\n") if line]
+                new_side = "\n".join(line[1:] for line in lines if line[0] in " +")
+                old_side = "\n".join(line[1:] for line in lines if line[0] in " -")
+                assert new_side in new, f"{label}: these lines are not in step {number}:\n{new_side}"
+                assert old_side in old, f"{label}: these lines are not in the step before:\n{old_side}"
+        else:
+            assert body in new, f"{label} in step {number} does not contain:\n{body}"
+        checked += 1
+    assert checked, f"step {number}: no code block under Changes names its file"
+
+
+def test_diffs_and_workshop_stage_list_are_current():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "step_diffs.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_each_diff_replays_onto_the_previous_step(tmp_path):
+    previous = None
+    for number in STEPS:
+        work = tmp_path / number
+        if previous:
+            for rel, path in step_diffs.step_files(previous).items():
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, work / rel)
+        work.mkdir(exist_ok=True)
+        diff = folder(number) / "CHANGES.diff"
+        subprocess.run(["git", "apply", "--whitespace=nowarn", str(diff)], cwd=work, check=True)
+        replayed = {rel: p.read_bytes() for rel, p in step_diffs.step_files(work).items()}
+        expected = {rel: p.read_bytes() for rel, p in step_diffs.step_files(folder(number)).items()}
+        assert replayed == expected, f"step {number}: CHANGES.diff does not turn the previous step into this one"
+        previous = folder(number)
+
+
+def test_migrations_are_the_same_in_every_step_and_in_final():
+    final = step_diffs.step_files(FINAL / "migrations")
+    for number in DATABASE_STEPS:
+        ours = step_diffs.step_files(folder(number) / "migrations")
+        assert set(ours) == set(final), f"step {number}"
+        for rel in final:
+            assert ours[rel].read_bytes() == final[rel].read_bytes(), f"step {number}: migrations/{rel}"
+
+
+def pins(path):
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+
+def test_requirements_pin_what_the_root_pins_and_09_needs_exactly_the_same():
+    root = pins(ROOT / "requirements.txt")
+    for number in STEPS:
+        if number >= "03":
+            ours = pins(folder(number) / "requirements.txt")
+            assert {k: root.get(k) for k in ours} == ours, f"step {number} pins differ from requirements.txt"
+    assert pins(folder("09") / "requirements.txt") == root
+
+
+def test_step_ebextensions_agree_with_the_root_ones():
+    """The same settings as the root's .ebextensions/ (which deploy final/), once the root's bundle
+    layout is taken out: there the app sits in final/, in a step it sits at the top. Only final/
+    has the /health route that 02-health.config points at."""
+    root = {p.name: yaml.safe_load(p.read_text()) for p in (ROOT / ".ebextensions").glob("*.config")}
+    root.pop("02-health.config")
+    for config in root.values():
+        for command in config.get("container_commands", {}).values():
+            command["command"] = command["command"].replace(" && cd final", "")
+        for name, option in config.get("option_settings", {}).items():
+            if name.endswith(":staticfiles"):
+                config["option_settings"][name] = {k: v.removeprefix("final/") for k, v in option.items()}
+    for number in STEPS:
+        if number >= "03":
+            ours = {p.name: yaml.safe_load(p.read_text())
+                    for p in (folder(number) / ".ebextensions").glob("*.config")}
+            assert ours == root, f"step {number}"
+    # Where the text can be the same, it is.
+    assert (folder("03") / ".ebextensions" / "01-packages.config").read_text() == \
+           (ROOT / ".ebextensions" / "01-packages.config").read_text()
+
+
+def test_workshop_md_links_every_lesson_and_the_deploy_guide():
+    text = (ROOT / "WORKSHOP.md").read_text()
+    for number in STEPS:
+        assert f"steps/{STEPS[number]['folder']}/README.md" in text
+        assert f"make check STEP={number} APP=workspace" in text
+    assert "(DEPLOY.md)" in text and "make workspace" in text
+
+
+def test_workspace_is_created_once_and_catch_up_keeps_the_learners_history(tmp_path):
+    ws = tmp_path / "workspace"
+    env_git = ["git", "-C", str(ws), "-c", "user.name=Learner", "-c", "user.email=l@example.invalid"]
+    workspace.create(ws)
+    assert (ws / ".git").is_dir() and (ws / "application.py").is_file()
+    assert not (ws / "README.md").exists() and not (ws / "CHANGES.diff").exists()
+    with pytest.raises(workspace.WorkspaceError, match="already exists"):
+        workspace.create(ws)
+    (ws / "instance").mkdir(exist_ok=True)
+    (ws / "instance" / "task_list.sqlite").write_text("the learner's data")
+    (ws / "task_list" / "notes.py").write_text("# my own attempt\n")
+    with pytest.raises(workspace.WorkspaceError, match="uncommitted"):
+        workspace.catch_up("05", ws)
+    subprocess.run([*env_git, "add", "-A"], check=True)
+    subprocess.run([*env_git, "commit", "-qm", "my attempt"], check=True)
+    workspace.catch_up("05", ws)
+    assert {rel: p.read_bytes() for rel, p in step_diffs.step_files(ws).items()} == \
+           {rel: p.read_bytes() for rel, p in step_diffs.step_files(folder("05")).items()}
+    assert (ws / "instance" / "task_list.sqlite").read_text() == "the learner's data"
+    log = subprocess.run([*env_git, "log", "--format=%s"], capture_output=True, text=True).stdout
+    assert "my attempt" in log
+    with pytest.raises(workspace.WorkspaceError, match="two digits"):
+        workspace.catch_up("5", ws)
+
+
+# ---- running the steps --------------------------------------------------------------------------
+
+def test_step_01_boots_and_answers_the_front_page():
+    with run_app(folder("01"), cache=None) as app:
+        page = app.visitor().get("/")
+        assert page.status_code == 200 and "Task List" in page.text
+
+
+@pytest.mark.parametrize("number", DATABASE_STEPS)
+def test_step_on_sqlite_with_sasl_memcached_does_what_its_lesson_says(number):
+    with run_app(folder(number), database="sqlite", cache="sasl") as app:
+        counters, pages, visitor = measure(app)
+        assert {"one", "two", "three"} <= set(re.findall(r'class="name">([^<]*)<', pages["first load"]))
+        if number == "04":  # the stage's deliberate defect: the cached list is stale
+            assert "four" not in pages["after add"] and ">one<" in pages["after delete"]
+        else:
+            assert "four" in pages["after add"] and ">one<" not in pages["after delete"]
+        empty = visitor.post("/", data={"name": "   "})
+        assert "Task name is required." in empty.text
+        assert "Task name is required." not in app.visitor().get("/").text
+
+        quoted = quoted_counters(number)
+        if number >= "04":
+            assert quoted, f"the lesson of step {number} quotes no counters"
+        else:
+            assert all(v == 0 for row in counters.values() for v in row.values()), counters
+        for row, values in quoted.items():
+            assert {col: counters[row][col] for col in values} == values, \
+                f"step {number}, {row}: the lesson says {values}, memcached counted {counters[row]}"
+
+        if number == "09":  # the lesson's note: with a session cookie, every request reads it
+            for path, status in (("/static/style.css", 200), ("/favicon.ico", 404)):
+                with app.counters() as delta:
+                    assert visitor.get(path).status_code == status
+                assert (delta["get_hits"], delta["get_misses"]) == (1, 0), path
+            me = visitor.get("/me")
+            assert "four" in me.text and "Tasks you added" in me.text
+
+
+@pytest.mark.parametrize("number", DATABASE_STEPS)
+def test_step_migrates_mariadb_and_serves_add_list_delete(number):
+    with run_app(folder(number), database="mariadb", cache="plain") as app:
+        assert "7cdf77d5b325 (head)" in app.flask("db", "current")
+        visitor = app.visitor()
+        for name in ("alpha", "beta"):
+            assert visitor.post("/", data={"name": name}).status_code == 200
+        if number == "04":  # 04 never invalidates: only an empty cache shows what was added
+            app.memcached.flush()
+        page = visitor.get("/")
+        assert "alpha" in page.text and "beta" in page.text
+        ids = delete_ids(page.text)
+        assert visitor.post(f"/{min(ids)}/delete").status_code == 200
+        if number != "04":  # 04 serves its stale cached list until it expires
+            assert "alpha" not in visitor.get("/").text
+        with app.database.connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute("SELECT name FROM task ORDER BY id")
+            assert [row[0] for row in cursor.fetchall()] == ["beta"]
+
+
+def test_step_09_keeps_sessions_without_memcached():
+    with run_app(folder("09"), database="sqlite", cache=None) as app:
+        visitor = app.visitor()
+        visitor.post("/", data={"name": "offline"})
+        assert "offline" in visitor.get("/me").text
+        assert "offline" not in app.visitor().get("/me").text
