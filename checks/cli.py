@@ -32,6 +32,7 @@ from checks.plugin import ROOT, ManifestError, Results, load_manifest, manifest_
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
 DEFAULT_OUT = ROOT / "build" / "grades"
+RUNNING = set()  # the learners' checker processes, so an interrupted batch can stop them
 WIDTH = 100
 
 
@@ -275,6 +276,9 @@ def progress(args):
         "highest_stage": highest, "stages": table}))
     if not options.quiet:
         print("\n")
+        broken = next((r for r in results if r.status == "error"), None)
+        if broken:
+            print(wrap("The app could not be checked: ", broken.observed, indent=2) + "\n")
         for row in table:
             failing = f"  failing: {', '.join(row['failing'])}" if row["failing"] else ""
             print(f"  {row['number']}  {row['title'][:52]:52}  {row['status']:7}{failing}")
@@ -338,11 +342,14 @@ def grade(args):
 
 
 def learners(dirs):
-    """(name, path) per folder; a name repeats only if two folders share it, then the parent joins."""
+    """(name, path) per folder: the folder's name, with its parent's when two share a name."""
     paths = [Path(d).expanduser() for d in dirs]
     names = [p.resolve().name or str(p) for p in paths]
-    return [(f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n, p)
-            for n, p in zip(names, paths)]
+    names = [f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n for n, p in zip(names, paths)]
+    unique = []
+    for name in names:
+        unique.append(name if name not in unique else f"{name}#{len(unique) + 1}")
+    return list(zip(unique, paths))
 
 
 def grade_all(folders, options, out, echo=True):
@@ -354,13 +361,21 @@ def grade_all(folders, options, out, echo=True):
               f"(at most {options.timeout:.0f} s each)", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         futures = [pool.submit(grade_one, name, path, options, out) for name, path in folders]
-        for future in as_completed(futures):
-            row = future.result()
-            with lock:
-                rows.append(row)
-                if echo:
-                    print(f"  [{len(rows)}/{len(folders)}] {row['learner']}: {describe(row)} "
-                          f"({row['seconds']:.1f} s)", file=sys.stderr, flush=True)
+        try:
+            for future in as_completed(futures):
+                row = future.result()
+                with lock:
+                    rows.append(row)
+                    if echo:
+                        print(f"  [{len(rows)}/{len(folders)}] {row['learner']}: {describe(row)} "
+                              f"({row['seconds']:.1f} s)", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            # Stopped ourselves: stop every learner's checker too, so no app outlives the batch.
+            for future in futures:
+                future.cancel()
+            for proc in list(RUNNING):
+                stop_group(proc, grace=5)
+            raise
     order = {name: i for i, (name, _) in enumerate(folders)}
     rows.sort(key=lambda r: order[r["learner"]])
     write_reports(rows, out, time.monotonic() - started)
@@ -394,11 +409,14 @@ def grade_one(name, path, options, out):
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        RUNNING.add(proc)
         try:
             proc.wait(options.timeout)
         except subprocess.TimeoutExpired:
             stop_group(proc)
             return finish(row, started, "hung", f"no result within {options.timeout:.0f} s")
+        finally:
+            RUNNING.discard(proc)
         log.seek(0)
         text = log.read().decode(errors="replace").strip()
     if not json_file.is_file():

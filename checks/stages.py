@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -75,21 +76,18 @@ class Subject:
     def restart(self):
         try:
             for server in self.app.servers:
-                quick_stop(server)
+                kill(server.proc)
                 server.start()
         except harness.HarnessError as exc:
             raise AppProblem(f"the app did not start again: {summarise(str(exc))}") from None
 
     def stop(self):
-        """Signal every process first, then wait: stopping them one by one takes seconds."""
+        """Kill the app's processes and its memcached: nothing in them is worth a clean exit,
+        and a graceful stop costs seconds per process (longer still if a request hangs)."""
         for server in self.app.servers:
-            if server.proc and server.proc.poll() is None:
-                server.proc.send_signal(signal.SIGQUIT)
-        memcached = self.app.memcached
-        if memcached is not None and memcached.proc and memcached.proc.poll() is None:
-            memcached.proc.terminate()
-        for server in self.app.servers:
-            quick_stop(server)
+            kill(server.proc)
+        if self.app.memcached is not None:
+            kill(self.app.memcached.proc)
 
     def migration_versions(self):
         """The Alembic revisions recorded in the app's SQLite database, or None without one."""
@@ -171,15 +169,21 @@ class CheckVisitor(Visitor):
         return self
 
 
-def quick_stop(server):
-    """Stop one gunicorn at once (SIGQUIT): no request is in flight between checks."""
-    if server.proc and server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGQUIT)
-        try:
-            server.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+def kill(proc):
+    """SIGKILL a process and its children (gunicorn's workers), and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    proc.kill()
+    proc.wait()  # the workers are init's to reap now; waiting on that is slow and needless
 
 
 def summarise(text):
@@ -191,28 +195,73 @@ def summarise(text):
     return f"{head}: {detail}" if detail else head
 
 
-def boot(config, cache):
-    app_dir = Path(config.getoption("--app"))
-    try:
-        with harness.run_app(app_dir, database="sqlite", cache=cache,
-                             boot_timeout=config.getoption("--boot-timeout")) as app:
-            subject = Subject(app, config.getoption("--request-timeout"))
-            yield subject
-            subject.stop()
-    except harness.HarnessError as exc:
-        raise AppProblem(f"the app did not start: {summarise(str(exc))}", str(exc)) from None
+class Boot:
+    """One configuration of the app, started in a background thread so that two start at once."""
+
+    def __init__(self, config, cache):
+        self.config, self.cache = config, cache
+        self.subject = self.error = None
+        self.stack = contextlib.ExitStack()
+        self.thread = threading.Thread(target=self._start, name=f"boot-{cache}", daemon=True)
+        self.thread.start()
+
+    def _start(self):
+        try:
+            app = self.stack.enter_context(harness.run_app(
+                Path(self.config.getoption("--app")), database="sqlite", cache=self.cache,
+                boot_timeout=self.config.getoption("--boot-timeout")))
+            self.subject = Subject(app, self.config.getoption("--request-timeout"))
+        except harness.HarnessError as exc:
+            self.error = AppProblem(f"the app did not start: {summarise(str(exc))}", str(exc))
+        except BaseException as exc:  # handed to the test that waits for this app
+            self.error = exc
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.subject
+
+    def close(self):
+        self.thread.join()
+        if self.subject is not None:
+            self.subject.stop()
+        self.stack.close()
 
 
 @pytest.fixture(scope="session")
-def app(pytestconfig):
+def boots(request):
+    """Each configuration this run needs, started together as soon as one is asked for."""
+    needed = {name for item in request.session.items for name in item.fixturenames}
+    started = {}
+
+    def start(cache):
+        if cache not in started:
+            started[cache] = Boot(request.config, cache)
+        return started[cache]
+
+    def get(cache):
+        start(cache)
+        for fixture, other in (("app", "sasl"), ("listing_app", "plain")):
+            if fixture in needed:
+                start(other)
+        return started[cache].result()
+
+    yield get
+    for boot in started.values():
+        boot.close()
+
+
+@pytest.fixture(scope="session")
+def app(boots):
     """The app on SQLite with a SASL memcached of its own, the way MemCachier serves it."""
-    yield from boot(pytestconfig, "sasl")
+    return boots("sasl")
 
 
 @pytest.fixture(scope="session")
-def listing_app(pytestconfig):
+def listing_app(boots):
     """The app with a plain memcached of its own, whose keys can be listed."""
-    yield from boot(pytestconfig, "plain")
+    return boots("plain")
 
 
 @pytest.fixture(scope="session")
