@@ -233,11 +233,15 @@ def run(args):
     missing = len(stage.expectations) - len(results)
     earned = sum(r.expectation.points for r in passed)
     possible = sum(r.expectation.points for r in counted)
-    verdict = "passes" if len(passed) == len(counted) and not missing else "does not pass yet"
-    line = (f"Stage {number} {verdict}: {len(passed)} of {len(counted)} expectations "
-            f"({earned} of {possible} points)")
-    if missing:
-        line += f"; {missing} not run"
+    all_pass = len(passed) == len(counted)
+    if options.k:  # a selection: judge what ran, and say what was left out
+        verdict = "passes" if all_pass else "does not pass yet"
+        line = (f"Selected expectations of stage {number}: {len(passed)} of {len(counted)} pass "
+                f"({earned} of {possible} points); {missing} left out by -k")
+    else:
+        verdict = "passes" if all_pass and not missing else "does not pass yet"
+        line = (f"Stage {number} {verdict}: {len(passed)} of {len(counted)} expectations "
+                f"({earned} of {possible} points)" + (f"; {missing} not run" if missing else ""))
     print(("" if options.quiet else "\n") + line)
     return 0 if verdict == "passes" else 1
 
@@ -675,8 +679,10 @@ def port_findings(services, env):
                    f"Stop that program, or start the services on other ports "
                    f"(e.g. WORKSHOP_{'MARIADB' if name == 'mariadb' else 'SASL_MEMCACHED' if 'sasl' in name else 'MEMCACHED'}_PORT=...) "
                    "and run `make services` again.")
+        elif mine:
+            yield True, f"port {port} is the workshop's {name}", ""
         else:
-            yield True, f"port {port} is free or used by the workshop's {name}", ""
+            yield True, f"port {port} is free for the workshop's {name}", ""
     for port, use in LEARNER_PORTS.items():
         if services.port_open(port):
             yield (False, f"port {port} is taken by {port_owner(port)} ({use})",
