@@ -89,3 +89,14 @@ grade: services
 
 grade-bench: services
 	@$(PY) -m checks grade --bench --jobs $(or $(JOBS),2)
+
+# make notebooks [NB="01 06"]: run the notebooks; HTML copies and summaries go to build/notebooks/.
+# NOTEBOOK_MAX_TASKS=1000 make notebooks: a quicker notebook 6 (the default goes to 10,000 tasks).
+notebooks: services
+	@$(PY) notebooks/nbtools.py $(NB)
+
+# make lab: JupyterLab on notebooks/, with the workshop kernel (.venv's Python).
+lab: services
+	@$(PY) notebooks/nbtools.py --kernel
+	@$(PY) -m jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
+	  --MappingKernelManager.default_kernel_name=workshop $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -5,7 +5,8 @@ works) and offers: BUILD (where summaries and plots go), max_tasks(), cleanup(),
 save_summary(), save_plot(), metadump(), raw_get(), poll(), stage_dir(), names_on() and Recorder.
 
 From the shell, `python notebooks/nbtools.py [NN ...]` executes the notebooks (all of them by
-default) on the project's kernel with nbclient, and writes an HTML copy of each to build/notebooks/.
+default) on the project's kernel with nbclient, and writes an HTML copy of each to build/notebooks/;
+`python notebooks/nbtools.py --kernel` only registers that kernel (`make lab` does).
 """
 import atexit
 import contextlib
@@ -280,6 +281,10 @@ def failed_cell(nb):
 
 
 def main(argv):
+    if argv[1:] == ["--kernel"]:
+        ensure_kernel()
+        print(f"  kernel {KERNEL!r}: {sys.executable}")
+        return 0
     paths = notebook_paths()
     wanted = argv[1:]
     if wanted:
