@@ -42,6 +42,8 @@ def git(workspace, *args, check=True):
 
 
 def checkpoint(number):
+    if not number:
+        raise WorkspaceError("say which checkpoint: make catch-up STEP=05", status=2)
     if not (len(number) == 2 and number.isdigit()):
         raise WorkspaceError(f"STEP must be two digits, such as 05 (got {number!r})", status=2)
     matches = sorted(p for p in STEPS.glob(f"{number}-*") if p.is_dir())

@@ -281,6 +281,9 @@ def test_workspace_is_created_once_and_catch_up_keeps_the_learners_history(tmp_p
     assert "my attempt" in log
     with pytest.raises(workspace.WorkspaceError, match="two digits"):
         workspace.catch_up("5", ws)
+    with pytest.raises(workspace.WorkspaceError, match="STEP=05"):
+        workspace.catch_up("", ws)
+    assert workspace.main(["catch-up"]) == 2
 
 
 # ---- running the steps --------------------------------------------------------------------------
