@@ -434,7 +434,8 @@ def grade_one(name, path, options, out):
     row["tests"] = data["tests"]
     problems = [t["observed"] or "" for t in data["tests"] if t["status"] in ("fail", "error")]
     hung = next((p for p in problems if "no answer within" in p or "did not answer within" in p), None)
-    crashed = next((p for p in problems if "did not start" in p or "closed the connection" in p), None)
+    crashed = next((p for p in problems if "did not start" in p or "exited while starting" in p
+                    or "closed the connection" in p), None)
     if hung:
         return finish(row, started, "hung", hung)
     if crashed:

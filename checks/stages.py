@@ -41,10 +41,12 @@ class AppProblem(Exception):
 class Subject:
     """The app under test as a check sees it: visitors, memcached's counters and keys, its log."""
 
+    # Set once a request timed out, so later checks (on either configuration) fail at once.
+    hung = None
+
     def __init__(self, app, request_timeout):
         self.app = app
         self.request_timeout = request_timeout
-        self.hung = None  # set once a request timed out, so later checks fail at once
         self._second = None
 
     def visitor(self, url=None):
@@ -137,7 +139,7 @@ class CheckVisitor(Visitor):
         try:
             response = send()
         except requests.Timeout:
-            self.subject.hung = f"{method} {path} got no answer within {self.timeout:.0f} s"
+            Subject.hung = f"{method} {path} got no answer within {self.timeout:.0f} s"
             raise AppProblem(self.subject.hung) from None
         except requests.ConnectionError:
             raise AppProblem(f"{method} {path}: the app closed the connection (did it crash?)") from None
@@ -188,6 +190,7 @@ def kill(proc):
 
 def summarise(text):
     """The line of a harness error that says what went wrong: the exception, if one is shown."""
+    text = re.sub(r"/\S*?/workshop-app-[^/\s]+/app/", "", text)  # the copy's path means nothing to a learner
     head, _, rest = text.partition(": ")
     errors = [line.strip() for line in rest.splitlines()
               if re.match(r"^\s*[\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
@@ -212,7 +215,10 @@ class Boot:
                 boot_timeout=self.config.getoption("--boot-timeout")))
             self.subject = Subject(app, self.config.getoption("--request-timeout"))
         except harness.HarnessError as exc:
-            self.error = AppProblem(f"the app did not start: {summarise(str(exc))}", str(exc))
+            summary = summarise(str(exc))
+            if not summary.startswith("the app"):
+                summary = "the app did not start: " + summary
+            self.error = AppProblem(summary, str(exc))
         except BaseException as exc:  # handed to the test that waits for this app
             self.error = exc
 

@@ -293,3 +293,18 @@ def test_the_manifest_can_come_from_the_environment(tmp_path):
     env = {**os.environ, "WORKSHOP_MANIFEST": str(bad_manifest(tmp_path))}
     result = checks("run", "01", FINAL, env=env, timeout=60)
     assert result.returncode == 2 and "not valid TOML" in result.stderr
+
+
+# ---- doctor ------------------------------------------------------------------------------------
+
+def test_doctor_reports_each_finding_and_a_fix_for_each_problem(services_env):
+    result = checks("doctor", timeout=120)
+    lines = result.stdout.splitlines()
+    found = [line for line in lines if line.startswith(("  ✓ ", "  ✗ "))]
+    assert any("Python 3.11" in line for line in found)
+    assert any("SASL memcached answers" in line and "✓" in line for line in found)
+    assert any("MariaDB answers" in line and "✓" in line for line in found)
+    for i, line in enumerate(lines):
+        if line.startswith("  ✗ "):
+            assert lines[i + 1].strip().startswith("fix: "), line
+    assert result.returncode == (1 if any("✗" in line for line in found) else 0)
