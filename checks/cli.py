@@ -116,6 +116,12 @@ def common_options(parser):
 
 def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=()):
     """Run the expectations of stages NUMBERS against APP_DIR under pytest; the Results."""
+    from checks import harness
+
+    try:
+        harness.services_env()  # every app run needs it (SASL settings); say so once, up front
+    except harness.HarnessError as exc:
+        raise UsageError(str(exc)) from None
     results = Results(stages)
     results.listener = listener
     args = [str(STAGES_FILE), "-p", "checks.plugin", "-p", "no:cacheprovider", "-p", "no:terminal",
@@ -285,7 +291,7 @@ def progress(args):
             print(wrap("The app could not be checked: ", broken.observed, indent=2) + "\n")
         for row in table:
             failing = f"  failing: {', '.join(row['failing'])}" if row["failing"] else ""
-            print(f"  {row['number']}  {row['title'][:52]:52}  {row['status']:7}{failing}")
+            print(f"  {row['number']}  {row['title'][:52]:52}  {row['status']:7}{failing}".rstrip())
         print()
     following = next((row for row in table if row["status"] == "PENDING"), None)
     print(f"Highest stage reached: {highest or 'none yet'}", end="")
