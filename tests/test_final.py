@@ -322,6 +322,8 @@ def test_memcached_stopped_mid_traffic():
         assert added[-1] in newest
         later = unique("after restart")
         assert later in app.visitor().add_task(later).text
+        # The clients log in again (SASL) after the restart, so caching comes back by itself.
+        wait_for(lambda: load(app)[1]["get_hits"] == 1 and load(app)[1]["get_misses"] == 0)
 
 
 def test_database_down_gives_a_clear_503():
