@@ -17,6 +17,8 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "notebooks"))
 import nbtools  # noqa: E402
 
+# One worker runs them all under pytest-xdist's --dist loadgroup: they share build/notebooks/.
+pytestmark = pytest.mark.xdist_group("notebooks")
 TEST_MAX_TASKS = 1_000
 NOTEBOOKS = {path.stem: path for path in nbtools.notebook_paths()}
 executed = {}
