@@ -537,11 +537,12 @@ def bench(options):
         rows = grade_all(folders, options, tmp / "class-report", echo=False)
         graded = time.monotonic() - started
     ok = sum(1 for r in rows if r["state"] == "ok")
-    print(f"\n  each step's own check (run NN steps/NN), one after another: {own:6.1f} s")
-    print(f"  every check on all {len(steps)} steps (progress, --jobs {options.jobs}):  "
-          f"{every:6.1f} s   target <= 60 s")
-    print(f"  grading {len(folders)} learner folders (--jobs {options.jobs}):        "
-          f"{graded:6.1f} s   target <= 300 s   ({ok} graded ok)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n  {'measured':62} {'seconds':>8}  target")
+    print(f"  {'each step: its own check (run NN steps/NN), one after another':62} {own:8.1f}")
+    print(f"  {f'all {len(steps)} steps: every check (progress), --jobs {options.jobs}':62} {every:8.1f}  <= 60")
+    print(f"  {f'{len(folders)} learner folders graded, --jobs {options.jobs} ({ok} graded ok)':62} {graded:8.1f}  <= 300")
+    print(f"\n  load average at the end: {load} (other work on this machine slows every figure)")
     return 0
 
 
