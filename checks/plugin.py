@@ -5,7 +5,8 @@ gives those tests their app folder (--app), runs only the stages asked for (--st
 collects each outcome with the manifest's text, hint and lesson section, so the CLI, the JSON
 file and the instructor's report all say the same thing.
 
-    python -m pytest -p checks.plugin checks/stages.py --app workspace --stage 04 -x
+    python -m pytest -p checks.plugin checks/stages.py -o python_functions='check_*' \
+        --app workspace --stage 04 -x
 """
 import os
 import re

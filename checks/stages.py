@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -107,19 +106,6 @@ class Subject:
                 except sqlite3.Error:
                     pass
         return versions
-
-    def flask(self, *args):
-        try:
-            return self.app.flask(*args, timeout=60)
-        except harness.HarnessError as exc:
-            # The harness joins the output's last lines with " | "; the error is the last of them.
-            head, _, lines = str(exc).partition(": ")
-            lines = [l.strip() for l in lines.split(" | ") if l.strip()]
-            detail = next((l for l in reversed(lines) if "Error" in l), lines[-1] if lines else "")
-            raise AppProblem(f"`flask --app application {' '.join(args)}` failed: {detail}",
-                             str(exc)) from None
-        except subprocess.TimeoutExpired:
-            raise AppProblem(f"`flask --app application {' '.join(args)}` did not finish within 60 s") from None
 
     def log_tail(self, lines=20):
         return harness.log_tail(self.app.log, lines)
