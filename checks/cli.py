@@ -404,7 +404,7 @@ def grade_one(name, path, options, out):
     row = {"learner": name, "folder": str(path), "state": "ok", "highest": None, "failing": [],
            "points": 0, "possible": 0, "detail": "", "seconds": 0.0}
     if not path.is_dir():
-        return finish(row, started, "missing", "no such folder")
+        return finish(row, started, "missing", "not a folder" if path.exists() else "no such folder")
     if not (path / "application.py").is_file():
         return finish(row, started, "missing", "no application.py")
     stem = re.sub(r"[^\w.-]", "_", name)
