@@ -714,9 +714,24 @@ def check_09_session_in_memcached(listing_app):
             if any(k.endswith(sid) for k in added):
                 return
     cookie = cookies.get("session") or max(cookies.values(), key=len)
+    carries = " carries the data itself (Flask's signed cookie:" if signed_data(cookie) else " holds ("
     assert False, (
-        f"the session cookie holds {len(cookie)} characters ({cookie[:24]}…) and memcached holds "
+        f"the session cookie{carries} {len(cookie)} characters, {cookie[:16]}…) and memcached holds "
         + (f"no session: key named after it (new keys: {listed(added)})" if added else "no session: key"))
+
+
+def signed_data(cookie):
+    """True when COOKIE is Flask's own session cookie: signed, base64 JSON, compressed or not."""
+    import base64
+    import zlib
+
+    payload = cookie.lstrip(".").split(".")[0]
+    try:
+        data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        data = zlib.decompress(data) if cookie.startswith(".") else data
+        return data.lstrip().startswith(b"{")
+    except (ValueError, zlib.error):
+        return False
 
 
 def check_09_session_shared(listing_app):
