@@ -212,13 +212,21 @@ class Memcached:
         return self.proc is not None and self.proc.poll() is None
 
 
-def mariadb_socket():
+def mariadb_socket(run_dir=RUN_DIR):
     # Unix socket paths are limited to 107 bytes, so keep it short and out of the repository.
-    tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+    owner = ROOT if Path(run_dir) == RUN_DIR else Path(run_dir).resolve()
+    tag = hashlib.sha1(str(owner).encode()).hexdigest()[:8]
     return os.path.join(tempfile.gettempdir(), f"workshop-mariadb-{tag}.sock")
 
 
+def shown(path):
+    """PATH relative to the repository when it lies inside it, for messages."""
+    path = Path(path)
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
+    """A private MariaDB with its data, pid file and log in RUN_DIR, on 127.0.0.1:PORT."""
     run_dir = Path(run_dir)
     pidfile = run_dir / "mariadb.pid"
     pid = read_pid(pidfile)
@@ -231,7 +239,7 @@ def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
     log = run_dir / "mariadb.log"
     user = ["--user=root"] if is_root() else []
     if not (datadir / "mysql").is_dir():
-        print(f"  creating the MariaDB data folder {datadir.relative_to(ROOT)}")
+        print(f"  creating the MariaDB data folder {shown(datadir)}")
         result = subprocess.run(
             [require("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}",
              "--auth-root-authentication-method=socket", "--skip-test-db", *user],
@@ -242,7 +250,7 @@ def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
     init.write_text(
         f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';\n"
         f"ALTER USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';\n"
-        f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`;\n"
+        f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}` CHARACTER SET utf8mb4;\n"
         # The harness gives every app run its own fresh database named workshop_*.
         f"GRANT ALL PRIVILEGES ON `{DB_NAME}%`.* TO '{DB_USER}'@'127.0.0.1';\n"
     )
@@ -251,9 +259,11 @@ def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
         os.makedirs("/run/mysqld", exist_ok=True)
     proc = subprocess.Popen(
         [require("mariadbd"), "--no-defaults", f"--datadir={datadir}", *user,
-         "--bind-address=127.0.0.1", f"--port={port}", f"--socket={mariadb_socket()}",
+         "--bind-address=127.0.0.1", f"--port={port}", f"--socket={mariadb_socket(run_dir)}",
          f"--pid-file={pidfile}", f"--init-file={init}", f"--log-error={log}",
-         "--skip-name-resolve", "--innodb-buffer-pool-size=128M", "--max-connections=500"],
+         "--skip-name-resolve", "--innodb-buffer-pool-size=128M", "--max-connections=500",
+         # Debian's MariaDB defaults to latin1, which cannot store most task names; RDS uses utf8mb4.
+         "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     wait_for_port(port, "MariaDB", timeout=60, proc=proc, log=log)

@@ -1,0 +1,433 @@
+"""Several instances behind a load balancer, and faults injected while load runs.
+
+The cluster is checks/cluster.py's (`make cluster`): nginx in front of two gunicorn instances of
+final/, three SASL memcached nodes with ketama hashing, and a MariaDB of its own, all in a
+temporary folder on free ports. Every fault test keeps visitors reading and writing through nginx
+while the fault happens, then checks what they saw: no 5xx, every acknowledged task stored exactly
+once, and no list older than the writes the visitor could already know about.
+"""
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+
+from checks.cluster import Cluster, Ports
+from checks.visitor import Visitor, parse_forms
+
+# The test cluster's CACHE_DEFAULT_TIMEOUT: the staleness bound final/ documents, made short.
+TTL = 8
+# memcached counts expiry in whole seconds, so an entry can outlive its TTL by up to one second.
+CLOCK_SLACK = 1.0
+REPORT = []
+
+
+def task_ids(html):
+    return [int(i) for i in re.findall(r'id="task-(\d+)"', html)]
+
+
+def unique(name):
+    return f"{name} {uuid.uuid4().hex[:8]}"
+
+
+def wait_for(condition, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+# --- the cluster and its load ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """nginx, two instances of final/, three memcached nodes and MariaDB, started once."""
+    running = Cluster(tmp_path_factory.mktemp("cluster"), ports=Ports.free(),
+                      env={"CACHE_DEFAULT_TIMEOUT": TTL}, links=True)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_at_the_end(request):
+    """Print the load, faults and 5xx of every test here once the whole session ends."""
+    if not request.config.pluginmanager.has_plugin("cluster-report"):
+        request.config.pluginmanager.register(ClusterReport(), "cluster-report")
+    yield
+
+
+class ClusterReport:
+    def pytest_terminal_summary(self, terminalreporter):
+        if not REPORT:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("cluster: load held, faults injected, 5xx counted")
+        write(f"{'test':38} {'threads':>7} {'secs':>5} {'req/s':>6} {'requests':>8} {'writes':>6} "
+              f"{'5xx':>4} {'stale':>5} {'max stale s':>11}  fault")
+        for row in REPORT:
+            write(f"{row['test']:38} {row['threads']:>7} {row['seconds']:>5.1f} {row['rps']:>6.0f} "
+                  f"{row['requests']:>8} {row['writes']:>6} {row['5xx']:>4} {row['stale']:>5} "
+                  f"{row['max_stale']:>11.2f}  {row['fault']}")
+
+
+class Load:
+    """THREADS visitors, each with its own cookies, reading the list through URL and adding a
+    task every WRITE_EVERY page views. Every answer is recorded with its time."""
+
+    def __init__(self, url, threads=6, write_every=2):
+        self.url, self.threads, self.write_every = url, threads, write_every
+        self.tag = f"load-{uuid.uuid4().hex[:6]}"
+        self.lock = threading.Lock()
+        self.statuses = Counter()
+        self.reads = []   # (sent, answered, highest task id on the page)
+        self.writes = []  # (name, sent, answered, status or exception name)
+        self.errors = []  # 5xx and exceptions: (time, what, body excerpt)
+        self.halt = threading.Event()
+        self.writing = threading.Event()
+        self.writing.set()
+        self.in_flight = 0  # writes sent and not yet answered
+        self.workers = []
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        self.workers = [threading.Thread(target=self.visit, args=(n,), daemon=True)
+                        for n in range(self.threads)]
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.halt.set()
+        for worker in self.workers:
+            worker.join(30)
+        self.seconds = time.monotonic() - self.started
+
+    def visit(self, n):
+        visitor = Visitor(self.url, timeout=20)
+        token, i = None, 0
+        while not self.halt.is_set():
+            sent = time.monotonic()
+            page = self.request("GET", visitor.get, "/")
+            if page is not None and page.status_code == 200:
+                with self.lock:
+                    self.reads.append((sent, time.monotonic(), max(task_ids(page.text), default=0)))
+                forms = parse_forms(page.text)
+                token = forms[0].fields.get("csrf_token") if forms else token
+            if token and i % self.write_every == 0 and self.writing.is_set():
+                name = f"{self.tag} {n}-{i}"
+                with self.lock:
+                    self.in_flight += 1
+                sent = time.monotonic()
+                answer = self.request("POST", visitor.post, "/",
+                                      {"name": name, "csrf_token": token}, allow_redirects=False)
+                status = answer.status_code if answer is not None else "exception"
+                with self.lock:
+                    self.writes.append((name, sent, time.monotonic(), status))
+                    self.in_flight -= 1
+            i += 1
+
+    def request(self, method, call, *args, **kwargs):
+        try:
+            response = call(*args, **kwargs)
+        except requests.RequestException as exc:
+            with self.lock:
+                self.statuses["exception"] += 1
+                self.errors.append((time.monotonic(), f"{method} {type(exc).__name__}", str(exc)[:200]))
+            return None
+        with self.lock:
+            self.statuses[response.status_code] += 1
+            if response.status_code >= 500:
+                self.errors.append((time.monotonic(), f"{method} {response.status_code}",
+                                    response.text[:2000]))
+        return response
+
+    # --- what the visitors saw ---
+
+    def acked(self):
+        with self.lock:
+            return [w for w in self.writes if w[3] == 302]
+
+    def pause_writes(self):
+        """Stop writing, and wait until every write sent so far has been answered."""
+        self.writing.clear()
+        wait_for(lambda: self.in_flight == 0, "writes in flight to finish")
+
+    def wait_for_writes(self, count, what, timeout=30.0):
+        """Wait until COUNT more writes than now have been acknowledged."""
+        target = len(self.acked()) + count
+        wait_for(lambda: len(self.acked()) >= target, what, timeout)
+
+    def server_errors(self):
+        return sum(n for status, n in self.statuses.items() if status != "exception" and status >= 500)
+
+    @property
+    def requests(self):
+        return sum(self.statuses.values())
+
+
+def stored(cluster, tag):
+    """Every stored task whose name starts with TAG, as {name: [ids]}."""
+    conn = cluster.db_connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT id, name FROM task WHERE name LIKE %s", (tag + " %",))
+        rows = cur.fetchall()
+    finally:
+        conn.close()
+    found = {}
+    for task_id, name in rows:
+        found.setdefault(name, []).append(task_id)
+    return found
+
+
+def check_exactly_once(cluster, load):
+    """Every acknowledged task is stored once; none is stored twice. Returns {name: id}."""
+    found = stored(cluster, load.tag)
+    doubled = [name for name, ids in found.items() if len(ids) > 1]
+    lost = [w[0] for w in load.acked() if w[0] not in found]
+    assert not doubled, f"stored twice: {doubled[:5]}"
+    assert not lost, f"acknowledged but not stored: {lost[:5]}"
+    return {name: ids[0] for name, ids in found.items()}
+
+
+def stale_reads(load, ids):
+    """Reads that missed a task acknowledged before they were sent, with how late each was.
+
+    The list shows the newest tasks first, so a read that started after task T was acknowledged
+    must show T's id or a higher one; otherwise it served an older list.
+    """
+    acked = sorted((w[2], ids[w[0]]) for w in load.acked())
+    stale = []
+    for sent, _, highest in load.reads:
+        missed = [at for at, task_id in acked if at < sent and task_id > highest]
+        if missed:
+            stale.append((sent, sent - min(missed)))
+    return stale
+
+
+def record(name, load, fault, stale=(), fivexx=None):
+    REPORT.append({
+        "test": name, "threads": load.threads, "seconds": load.seconds,
+        "rps": load.requests / load.seconds, "requests": load.requests, "writes": len(load.acked()),
+        "5xx": load.server_errors() if fivexx is None else fivexx, "stale": len(stale),
+        "max_stale": max((s for _, s in stale), default=0.0), "fault": fault,
+    })
+
+
+def unhandled(cluster, since):
+    """Lines of the instances' log since offset SINCE that report an unhandled exception."""
+    return [line for line in cluster.log_text()[since:].splitlines()
+            if line.startswith("ERROR") and "Exception on" in line]
+
+
+# --- several instances ---------------------------------------------------------------------------
+
+def test_a_write_through_one_instance_is_seen_through_the_other(cluster):
+    a, b = cluster.instance_urls[:2]
+    requests.get(b + "/", timeout=10)  # B now has the list cached
+    writer = Visitor(a)
+    name = unique("written through A")
+    assert writer.add_task(name, follow=False).status_code == 302
+    assert name in requests.get(b + "/", timeout=10).text
+    task_id = max(task_ids(writer.get("/").text))
+    assert writer.delete_task(task_id, follow=False).status_code == 302
+    assert task_id not in task_ids(requests.get(b + "/", timeout=10).text)
+
+
+def test_a_session_set_through_one_instance_is_read_through_the_other(cluster):
+    a, b = cluster.instance_urls[:2]
+    visitor = Visitor(a)
+    name = unique("remembered by my session")
+    visitor.add_task(name, follow=False)
+    mine = requests.get(b + "/me", cookies=visitor.http.cookies, timeout=10)
+    assert mine.status_code == 200 and name in mine.text
+    stranger = requests.get(b + "/me", timeout=10)
+    assert name not in stranger.text
+
+
+def test_fifteen_threads_of_mixed_reads_and_writes_through_the_balancer(cluster):
+    tag = f"mixed-{uuid.uuid4().hex[:6]}"
+    since = len(cluster.log_text())
+    access_log = cluster.run_dir / "nginx-access.log"
+    log_start = access_log.stat().st_size
+
+    def visitor_thread(n):
+        visitor = Visitor(cluster.url, timeout=20)
+        token = visitor.forms()[0].fields["csrf_token"]
+        codes, added, deleted = [], [], []
+        for i in range(6):
+            name = f"{tag} {n}-{i}"
+            codes.append(visitor.post("/", {"name": name, "csrf_token": token},
+                                      allow_redirects=False).status_code)
+            added.append(name)
+            page = visitor.get("/")
+            codes.append(page.status_code)
+            row = re.search(rf'id="task-(\d+)">\s*<td class="name">{re.escape(name)}<', page.text)
+            if i % 2 and row:
+                codes.append(visitor.post(f"/{row.group(1)}/delete", {"csrf_token": token},
+                                          allow_redirects=False).status_code)
+                deleted.append(name)
+        return codes, added, deleted
+
+    started = time.monotonic()
+    results = []
+    threads = [threading.Thread(target=lambda n=n: results.append(visitor_thread(n)))
+               for n in range(15)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    seconds = time.monotonic() - started
+    assert len(results) == 15, "a visitor thread failed; see the captured output"
+    codes = Counter(c for r in results for c in r[0])
+    expected = Counter(n for r in results for n in r[1]) - Counter(n for r in results for n in r[2])
+    assert set(codes) <= {200, 302}, codes
+    assert Counter({name: len(ids) for name, ids in stored(cluster, tag).items()}) == expected
+    # Once the writes are over, both instances serve the database's own first page.
+    conn = cluster.db_connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT id FROM task ORDER BY id DESC LIMIT 50")
+        newest = [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+    for url in cluster.instance_urls:
+        assert task_ids(requests.get(url + "/", timeout=10).text) == newest
+    upstreams = set(re.findall(r"upstream=(\S+)", access_log.read_text()[log_start:]))
+    assert len(upstreams) == len(cluster.instance_urls), "nginx used every instance"
+    assert not unhandled(cluster, since)
+    REPORT.append({"test": "mixed reads and writes", "threads": 15, "seconds": seconds,
+                   "rps": sum(codes.values()) / seconds, "requests": sum(codes.values()),
+                   "writes": sum(expected.values()) + 2 * sum(len(r[2]) for r in results),
+                   "5xx": sum(n for c, n in codes.items() if c >= 500), "stale": 0,
+                   "max_stale": 0.0, "fault": "none"})
+
+
+# --- faults under load ---------------------------------------------------------------------------
+
+def warm(cluster):
+    """Every instance has served the list, so the front page sits in memcached."""
+    for url in cluster.instance_urls:
+        assert requests.get(url + "/", timeout=10).status_code == 200
+    node = cluster.node_holding("view/front")
+    assert node is not None, "the front page is cached on one of the nodes"
+    return node
+
+
+def test_one_memcached_node_stopped_then_back_empty(cluster):
+    node = warm(cluster)
+    since = len(cluster.log_text())
+    with Load(cluster.url) as load:
+        load.wait_for_writes(5, "writes before the fault")
+        cluster.stop_node(node)
+        load.wait_for_writes(15, "writes with one node stopped")
+        cluster.start_node(node)
+        load.wait_for_writes(15, "writes after the node came back empty")
+    ids = check_exactly_once(cluster, load)
+    stale = stale_reads(load, ids)
+    record("one memcached node stopped, back empty", load, f"node {node + 1} of 3 stopped, restarted", stale)
+    assert load.server_errors() == 0 and not load.errors, load.errors[:3]
+    assert not stale, f"{len(stale)} reads served a list older than an acknowledged write"
+    assert not unhandled(cluster, since)
+
+
+def test_a_partition_leaves_old_copies_for_no_longer_than_the_ttl(cluster):
+    node = warm(cluster)
+    since = len(cluster.log_text())
+    with Load(cluster.url, threads=4) as load:
+        load.wait_for_writes(3, "writes before the partition")
+        # A quiet moment: the readers put a fresh copy of the list back on its node.
+        load.pause_writes()
+        wait_for(lambda: cluster.node_value(node, "view/front") not in (None, b"stale"),
+                 "a fresh copy of the list on its node")
+        cluster.cut_node(node)
+        load.writing.set()
+        try:
+            load.wait_for_writes(1, "a write during the partition")
+            # No write after the partition: the worst case, where only the TTL ends the staleness.
+            load.pause_writes()
+        finally:
+            cluster.mend_node(node)
+        healed = time.monotonic()
+        newest = load.acked()[-1][0]
+        left = cluster.node_value(node, "view/front")
+        # Keep reading until the old copy has expired from the node, and a little longer.
+        wait_for(lambda: cluster.node_value(node, "view/front") != left, "the old copy expiring",
+                 timeout=TTL + 10)
+        expired = time.monotonic()
+        wait_for(lambda: any(sent > expired + CLOCK_SLACK for sent, _, _ in load.reads), "later reads")
+    ids = check_exactly_once(cluster, load)
+    stale = stale_reads(load, ids)
+    record("partition: a node cut off, then back", load, f"node {node + 1} of 3 cut off", stale)
+    assert left is not None and left != b"stale" and newest.encode() not in left, \
+        "the partition should have left an old copy of the list behind"
+    assert load.server_errors() == 0 and not load.errors, load.errors[:3]
+    worst = max((late for _, late in stale), default=0.0)
+    assert worst <= TTL + CLOCK_SLACK, f"a list was {worst:.1f}s stale; final/ promises {TTL}s"
+    assert not [sent for sent, _ in stale if sent > healed + TTL + CLOCK_SLACK]
+    assert not unhandled(cluster, since)
+
+
+def test_all_memcached_nodes_stopped(cluster):
+    warm(cluster)
+    since = len(cluster.log_text())
+    with Load(cluster.url) as load:
+        load.wait_for_writes(5, "writes before the fault")
+        for i in range(len(cluster.nodes)):
+            cluster.stop_node(i)
+        load.wait_for_writes(15, "writes with every node stopped")
+        for i in range(len(cluster.nodes)):
+            cluster.start_node(i)
+        load.wait_for_writes(10, "writes after the nodes came back")
+    ids = check_exactly_once(cluster, load)
+    stale = stale_reads(load, ids)
+    record("all memcached nodes stopped", load, "3 of 3 nodes stopped, restarted", stale)
+    assert load.server_errors() == 0 and not load.errors, load.errors[:3]
+    assert not stale
+    assert not unhandled(cluster, since)
+
+
+def test_mariadb_restarted(cluster):
+    warm(cluster)
+    since = len(cluster.log_text())
+    with Load(cluster.url, threads=4) as load:
+        load.wait_for_writes(5, "writes before the restart")
+        visitor = Visitor(cluster.url)
+        token = visitor.forms()[0].fields["csrf_token"]
+        down = time.monotonic()
+        cluster.stop_mariadb()
+        refused = visitor.post("/", {"name": unique("while the database is down"),
+                                     "csrf_token": token}, allow_redirects=False)
+        cluster.start_mariadb()
+        up = time.monotonic()
+
+        def answers_correctly():
+            name = unique("after the restart")
+            fresh = Visitor(cluster.url, timeout=5)
+            try:
+                return name in fresh.add_task(name).text
+            except (requests.RequestException, AssertionError, IndexError):
+                return False
+
+        wait_for(answers_correctly, "a write and read after MariaDB came back", timeout=5)
+        recovered = time.monotonic()
+        load.wait_for_writes(5, "writes after the restart")
+    assert refused.status_code == 503
+    assert "The database is not answering" in refused.text and "Traceback" not in refused.text
+    ids = check_exactly_once(cluster, load)
+    stale = stale_reads(load, ids)
+    outage = [e for e in load.errors if down <= e[0] <= recovered + 1]
+    others = [e for e in load.errors if e not in outage]
+    assert all(e[1].endswith(" 503") and "Traceback" not in e[2] for e in outage), outage[:3]
+    assert not others, others[:3]
+    assert not stale
+    assert not unhandled(cluster, since)
+    record("MariaDB restarted", load, f"MariaDB down {up - down:.1f}s, answering "
+           f"{recovered - up:.1f}s after", stale, fivexx=load.server_errors())
