@@ -31,6 +31,8 @@ def create_app(test_config=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
+    # Registered after Flask-SQLAlchemy's own teardown, so it runs first.
+    app.teardown_appcontext(close_session)
     migrate.init_app(app, db, directory=MIGRATIONS)
     cache.init_app(app)
     init_store_and_sessions(app)
@@ -72,6 +74,19 @@ def init_store_and_sessions(app):
             os.path.join(app.instance_path, "sessions"), threshold=10_000))
     app.extensions["task_list.store"] = store
     Session(app)
+
+
+def close_session(error):
+    """End the request's database session even when the database went away mid-request.
+
+    The rollback on a lost connection fails; left alone, that turns a page already rendered (or a
+    503 page) into a bare 500. The pool discards the dead connection either way.
+    """
+    try:
+        db.session.remove()
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("database connection lost at the end of a request: %s", exc)
+        db.session.registry.clear()
 
 
 def http_error(error):

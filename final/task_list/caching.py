@@ -5,13 +5,31 @@ environments or two releases sharing one memcached never read each other's entri
 """
 import hashlib
 import logging
+import time
 
+import flask_caching
 from flask import current_app, render_template
-from flask_caching import Cache
+from flask_caching.utils import function_namespace
 
 from task_list import csrf
 
 log = logging.getLogger("task_list.cache")
+
+
+class Cache(flask_caching.Cache):
+    """Flask-Caching's Cache without one step that can undo an invalidation.
+
+    After computing a memoized value, Flask-Caching writes the function's version key again (to
+    extend its expiry). A reader that fetched the version just before a write dropped it would put
+    it back, and later readers would get that reader's data, read before the write.
+    """
+
+    def _memoize_version(self, f, *args, refresh=False, **kwargs):
+        if refresh:
+            return None, None
+        return super()._memoize_version(f, *args, **kwargs)
+
+
 cache = Cache()
 FRONT_PAGE = "view/front"
 # Written over the front page on every change: a reader that rendered from older data and
@@ -32,15 +50,24 @@ def key(name):
 
 
 def cached_front_page(render):
-    """The front page's content, from one memcached get when warm; RENDER builds it on a miss."""
+    """The front page's content, from one memcached get when warm.
+
+    On a miss, RENDER returns the content and when its data was read from the database; the copy
+    expires when that data is CACHE_DEFAULT_TIMEOUT old, so nothing stale outlives the TTL.
+    """
     if not layer_on("view"):
-        return render()
+        return render()[0]
     page, token = store().gets(key(FRONT_PAGE))
     if page is not None and page != TOMBSTONE:
         return page
-    page = render()
-    store().store(key(FRONT_PAGE), page, token, current_app.config["CACHE_DEFAULT_TIMEOUT"])
+    page, read_at = render()
+    store().store(key(FRONT_PAGE), page, token, time_left(read_at))
     return page
+
+
+def time_left(read_at):
+    """Seconds until data read at READ_AT (a time.time()) is CACHE_DEFAULT_TIMEOUT old; at least 1."""
+    return max(1, int(current_app.config["CACHE_DEFAULT_TIMEOUT"] - (time.time() - read_at)))
 
 
 def row_key(task_id, name):
@@ -67,11 +94,20 @@ def render_rows(tasks):
 def invalidate_task_list(memoized):
     """After a commit: forget every page's data and the cached front page.
 
-    A failure is logged, never raised: the row is already committed, and an error page would
-    make the visitor submit it again.
+    delete_memoized() gives every page's data a new version. The store then writes the tombstone
+    and drops that version key once more, each write on its own with a retry on a new connection,
+    so a server that is down, or has just come back, loses no invalidation. A failure is logged,
+    never raised: the row is already committed, and an error page would make the visitor submit
+    it again.
     """
     try:
         cache.delete_memoized(memoized)
     except Exception as exc:  # any backend error; Flask-Caching does not wrap this call
         log.warning("could not invalidate the memoized task pages: %s", exc)
-    store().set(key(FRONT_PAGE), TOMBSTONE, current_app.config["CACHE_DEFAULT_TIMEOUT"])
+    store().invalidate({key(FRONT_PAGE): TOMBSTONE}, [memoize_version_key(memoized)],
+                       current_app.config["CACHE_DEFAULT_TIMEOUT"])
+
+
+def memoize_version_key(function):
+    """The key under which Flask-Caching keeps the version of FUNCTION's memoized values."""
+    return key(function_namespace(function)[0] + "_memver")

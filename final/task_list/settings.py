@@ -17,6 +17,10 @@ KNOWN_BAD_SECRETS = {"", "dev", "dev_key", "secret", "changeme", "change-me"}
 
 # The tutorial's pylibmc behaviours, with shorter timeouts: a cache that does not answer within
 # half a second is treated as down, and the page is built from the database instead.
+# A failed server is never dropped from the ring (no remove_failed): its keys are misses until it
+# answers again, so no copy ever lands on another server where a later write would not reach it.
+# A client skips a failed server for retry_timeout (1 s, libmemcached's minimum); invalidations
+# retry on a new connection, so they reach a server that has just come back (see store.py).
 MEMCACHED_BEHAVIORS = {
     "tcp_nodelay": True,
     "tcp_keepalive": True,
@@ -25,9 +29,7 @@ MEMCACHED_BEHAVIORS = {
     "receive_timeout": 500_000,  # us
     "_poll_timeout": 500,  # ms
     "ketama": True,
-    "remove_failed": 1,
-    "retry_timeout": 2,
-    "dead_timeout": 30,
+    "retry_timeout": 1,
     "cas": True,
 }
 
@@ -120,7 +122,8 @@ def from_environment(instance_path):
     }
     if servers:
         config.update({
-            "CACHE_TYPE": "SASLMemcachedCache",
+            # Flask-Caching's SASLMemcachedCache, with a pool that replaces failed clients.
+            "CACHE_TYPE": "task_list.store.MemcachedCache",
             "CACHE_MEMCACHED_SERVERS": servers,
             # Both must be present; None means plain memcached without SASL.
             "CACHE_MEMCACHED_USERNAME": config["MEMCACHED_USERNAME"],

@@ -4,12 +4,51 @@ pylibmc clients are not thread-safe, so every call borrows one from a pool. A ca
 must never fail a request: each error is logged and the call answers as a miss.
 Flask-Session and the page and fragment caches share one `Memcache`; Flask-Caching keeps its own.
 """
+import contextlib
 import logging
+import queue
 import threading
 import time
 
+from flask_caching.backends.memcache import SASLMemcachedCache
+
 log = logging.getLogger("task_list.cache")
 ADD = object()  # token from gets(): the key was absent, so store with add()
+
+
+class Pool:
+    """One pylibmc client per thread at a time; a client that saw a failure is replaced by a new
+    one a second later.
+
+    libmemcached keeps a failed server disabled for as long as calls keep coming (with the
+    libmemcached in pylibmc's wheel, a restarted server was never used again under steady
+    traffic). A new client has no such memory, so every thread uses a returning server within a
+    second, and all of them agree on where each key lives.
+    """
+
+    RETRY_AFTER = 1.0  # seconds
+
+    def __init__(self, new_client, size):
+        import pylibmc
+
+        self.new_client = new_client
+        self.errors = (pylibmc.Error,)
+        self.idle = queue.LifoQueue()
+        for _ in range(size):
+            self.idle.put((new_client(), 0.0))
+
+    @contextlib.contextmanager
+    def reserve(self):
+        client, failed_at = self.idle.get()
+        if failed_at and time.monotonic() - failed_at >= self.RETRY_AFTER:
+            client, failed_at = self.new_client(), 0.0
+        try:
+            yield client
+        except self.errors:
+            failed_at = failed_at or time.monotonic()
+            raise
+        finally:
+            self.idle.put((client, failed_at))
 
 
 class Memcache:
@@ -17,9 +56,9 @@ class Memcache:
         import pylibmc
 
         self.errors = (pylibmc.Error,)
-        client = pylibmc.Client(servers, binary=True, username=username, password=password,
-                                behaviors=behaviors)
-        self.pool = pylibmc.ClientPool(client, pool_size)
+        self.new_client = lambda: pylibmc.Client(servers, binary=True, username=username,
+                                                 password=password, behaviors=behaviors)
+        self.pool = Pool(self.new_client, pool_size)
         self.servers = servers
 
     def _call(self, name, default, *args):
@@ -55,6 +94,39 @@ class Memcache:
             return self._call("add", False, key, value, timeout)
         return self._call("cas", False, key, value, token, timeout)
 
+    def invalidate(self, tombstones, deletes=(), timeout=0):
+        """Overwrite the keys of TOMBSTONES and delete DELETES; True when every write landed.
+
+        Each write goes on its own: the keys may live on different servers, and one server down
+        must not stop the others. What fails is retried once on a new connection, because a
+        pooled client skips a server for a second after it failed, while other clients may
+        already use it again: a skipped invalidation would leave their copy stale.
+        """
+        writes = [(key, value) for key, value in tombstones.items()] + [(key, None) for key in deletes]
+        failed = self._write(self.pool.reserve, writes, timeout)
+        if failed:
+            client = self.new_client()
+            try:
+                failed = self._write(lambda: contextlib.nullcontext(client), failed, timeout)
+            finally:
+                client.disconnect_all()
+        return not failed
+
+    def _write(self, borrow, writes, timeout):
+        """Set (or, for a value of None, delete) each key; return the writes that failed."""
+        failed = []
+        for key, value in writes:
+            try:
+                with borrow() as client:
+                    if value is None:
+                        client.delete(key)
+                    else:
+                        client.set(key, value, timeout)
+            except self.errors as exc:
+                log.warning("memcached invalidation failed: %s", exc)
+                failed.append((key, value))
+        return failed
+
     def stats(self):
         """One entry per server: its address and whether it answered."""
         try:
@@ -63,6 +135,20 @@ class Memcache:
         except self.errors:
             answered = set()
         return [{"server": s, "ok": s in answered} for s in self.servers]
+
+
+class MemcachedCache(SASLMemcachedCache):
+    """Flask-Caching's SASL memcached backend, with its clients in a Pool like Memcache's."""
+
+    def __init__(self, servers=None, default_timeout=300, key_prefix=None, username=None,
+                 password=None, pool_size=1, **kwargs):
+        super().__init__(servers, default_timeout, key_prefix, username, password, **kwargs)
+        import pylibmc
+
+        kwargs.pop("ignore_delete_many_errors", None)
+        pool = Pool(lambda: pylibmc.Client(servers, username=username, password=password,
+                                           binary=True, **kwargs), pool_size)
+        self._client, self._client_context = pool, pool.reserve
 
 
 class LocalStore:
@@ -116,6 +202,12 @@ class LocalStore:
             self.items[key] = (value, (item[1] if item else 0) + 1,
                                time.monotonic() + timeout if timeout else 0)
             return True
+
+    def invalidate(self, tombstones, deletes=(), timeout=0):
+        self.set_multi(tombstones, timeout)
+        for key in deletes:
+            self.delete(key)
+        return True
 
     def stats(self):
         return []

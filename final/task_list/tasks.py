@@ -1,5 +1,6 @@
 """The task list: add, list (paginated) and delete, plus /me, which reads the session."""
 import logging
+import time
 
 from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
                    url_for)
@@ -23,7 +24,8 @@ def get_task_page(page):
     rows = db.session.execute(
         select(Task.id, Task.name).order_by(Task.id.desc()).offset((page - 1) * size).limit(size + 1)
     ).all()
-    return {"tasks": [(row.id, row.name) for row in rows[:size]], "has_next": len(rows) > size}
+    return {"tasks": [(row.id, row.name) for row in rows[:size]], "has_next": len(rows) > size,
+            "read_at": time.time()}
 
 
 def task_page(page):
@@ -33,9 +35,11 @@ def task_page(page):
 
 
 def render_list(page):
+    """The list's HTML, and when its data was read from the database."""
     data = task_page(page)
-    return render_template("tasks/_list.html", rows=caching.render_rows(data["tasks"]),
+    html = render_template("tasks/_list.html", rows=caching.render_rows(data["tasks"]),
                            page=page, has_next=data["has_next"], csrf_placeholder=csrf.PLACEHOLDER)
+    return html, data["read_at"]
 
 
 @bp.get("/")
@@ -44,7 +48,7 @@ def index():
     if page == 1:
         content = caching.cached_front_page(lambda: render_list(1))
     else:
-        content = render_list(page)
+        content = render_list(page)[0]
     return csrf.personalise(render_template("tasks/index.html", content=Markup(content)))
 
 
