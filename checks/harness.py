@@ -127,7 +127,7 @@ class Database:
         env = services_env()
         self.name = f"{env['RDS_DB_NAME']}_{secrets.token_hex(4)}"
         with contextlib.closing(self._admin(env)) as conn:
-            conn.cursor().execute(f"CREATE DATABASE `{self.name}`")
+            conn.cursor().execute(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
         self.env = {k: env[k] for k in ("RDS_HOSTNAME", "RDS_PORT", "RDS_USERNAME", "RDS_PASSWORD")}
         self.env["RDS_DB_NAME"] = self.name
         return self
@@ -189,7 +189,7 @@ class Server:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT)  # quick shutdown; nothing here needs a graceful one
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

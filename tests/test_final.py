@@ -97,6 +97,11 @@ def test_names_are_trimmed_and_escaped(visitor):
     assert ">&lt;script&gt;" in page.text  # trimmed: the name starts right after the tag
 
 
+def test_any_unicode_name_is_stored(visitor):
+    name = unique("買い物 🛒 café")
+    assert name in visitor.add_task(name).text
+
+
 def test_missing_and_non_numeric_ids(visitor):
     token = visitor.forms()[0].fields["csrf_token"]
     gone = visitor.post("/99999999/delete", {"csrf_token": token})

@@ -6,7 +6,7 @@ import secrets
 from flask import Flask, render_template
 from flask_session import Session
 from sqlalchemy.exc import OperationalError, InterfaceError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from task_list import csrf, settings
 from task_list.caching import cache
@@ -93,8 +93,18 @@ def http_error(error):
     return render_template("error.html", error=error), error.code
 
 
+# MySQL error codes that mean the database cannot be reached (or dropped the connection).
+UNREACHABLE = {1040, 1045, 1049, 1053, 2002, 2003, 2005, 2006, 2013, 2055}
+
+
 def database_down(error):
-    log.error("database error: %s", error)
+    orig = getattr(error, "orig", None)
+    code = orig.args[0] if orig is not None and orig.args else None
+    if not (error.connection_invalidated or code in UNREACHABLE):
+        # Any other database error is a bug, not an outage: a 500 page, logged with its traceback.
+        log.exception("database error")
+        return render_template("error.html", error=InternalServerError()), 500
+    log.error("database unreachable: %s", error)
     try:
         db.session.rollback()
     except Exception:  # the connection may be gone too; the next request gets a fresh one
