@@ -252,6 +252,20 @@ def test_a_session_set_through_one_instance_is_read_through_the_other(cluster):
     assert name not in stranger.text
 
 
+def test_a_repeat_visit_is_answered_304_by_either_instance(cluster):
+    a, b = cluster.instance_urls[:2]
+    visitor = Visitor(a)
+    tag = visitor.get("/").headers["ETag"]
+    again = requests.get(b + "/", cookies=visitor.http.cookies, headers={"If-None-Match": tag},
+                         timeout=10)
+    assert again.status_code == 304 and not again.content
+    name = unique("a change")
+    Visitor(b).add_task(name, follow=False)
+    changed = requests.get(a + "/", cookies=visitor.http.cookies, headers={"If-None-Match": tag},
+                           timeout=10)
+    assert changed.status_code == 200 and name in changed.text
+
+
 def test_fifteen_threads_of_mixed_reads_and_writes_through_the_balancer(cluster):
     tag = f"mixed-{uuid.uuid4().hex[:6]}"
     since = len(cluster.log_text())

@@ -8,7 +8,7 @@ import hmac
 import secrets
 
 from flask import abort, current_app, g, request
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer
 
 COOKIE = "csrf"
 FIELD = "csrf_token"
@@ -16,13 +16,20 @@ FIELD = "csrf_token"
 PLACEHOLDER = "<!--csrf-->"
 
 
-def serializer():
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="csrf")
+def signer():
+    # Made once per app: every page view of a new visitor signs a token.
+    extensions = current_app.extensions
+    if "task_list.csrf" not in extensions:
+        extensions["task_list.csrf"] = Signer(current_app.config["SECRET_KEY"], salt="csrf")
+    return extensions["task_list.csrf"]
 
 
 def cookie_token():
+    value = request.cookies.get(COOKIE)
+    if not value:
+        return None
     try:
-        return serializer().loads(request.cookies.get(COOKIE, ""))
+        return signer().unsign(value).decode()
     except BadSignature:
         return None
 
@@ -53,7 +60,7 @@ def protect():
 
 def send_cookie(response):
     if g.get("csrf_new"):
-        response.set_cookie(COOKIE, serializer().dumps(g.csrf_token), httponly=True,
+        response.set_cookie(COOKIE, signer().sign(g.csrf_token).decode(), httponly=True,
                             samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
     return response
 

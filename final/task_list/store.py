@@ -16,6 +16,32 @@ log = logging.getLogger("task_list.cache")
 ADD = object()  # token from gets(): the key was absent, so store with add()
 
 
+class OncePerInterval(logging.Filter):
+    """Let the first record of each message through, then one every INTERVAL seconds.
+
+    With memcached down, every request fails the same calls: logging each one would cost more
+    than the failure itself, and the first says all there is to say.
+    """
+
+    def __init__(self, interval=10.0):
+        super().__init__()
+        self.interval = interval
+        self.last = {}
+
+    def filter(self, record):
+        key = (record.name, record.msg, record.args[0] if record.args else None)
+        now = time.monotonic()
+        if now - self.last.get(key, -self.interval) < self.interval:
+            return False
+        self.last[key] = now
+        return True
+
+
+# memcached failures: ours, and Flask-Caching's, which come with a traceback each.
+for name in ("task_list.cache", "flask_caching"):
+    logging.getLogger(name).addFilter(OncePerInterval())
+
+
 class Pool:
     """One pylibmc client per thread at a time; a client that saw a failure is replaced by a new
     one a second later.

@@ -2,8 +2,8 @@
 import logging
 import time
 
-from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
-                   url_for)
+from flask import (Blueprint, current_app, flash, make_response, redirect, render_template,
+                   request, session, url_for)
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -15,6 +15,7 @@ from task_list.models import MAX_NAME_LENGTH, Task
 bp = Blueprint("tasks", __name__)
 log = logging.getLogger("task_list")
 REMEMBERED = 20  # how many of a visitor's own tasks /me lists
+LAYOUT_SLOT = "<!--content-->"  # where a page's content goes in the layout rendered once
 
 
 @cache.memoize()
@@ -49,7 +50,25 @@ def index():
         content = caching.cached_front_page(lambda: render_list(1))
     else:
         content = render_list(page)[0]
-    return csrf.personalise(render_template("tasks/index.html", content=Markup(content)))
+    response = make_response(csrf.personalise(layout(content)))
+    # Same bytes, same ETag: a browser's repeat visit costs a 304, not the whole page again.
+    response.add_etag()
+    response.cache_control.no_cache = True  # revalidate every time: the list changes
+    response.cache_control.private = True  # the page holds this visitor's own token
+    return response.make_conditional(request)
+
+
+def layout(content):
+    """CONTENT inside the page layout. Without flash messages the layout is the same for every
+    visitor, so each process renders it once and reuses it (it holds no token and no data)."""
+    if session.get("_flashes"):
+        return render_template("tasks/index.html", content=Markup(content))
+    shells = current_app.extensions.setdefault("task_list.layout", {})
+    if request.script_root not in shells:
+        html = render_template("tasks/index.html", content=Markup(LAYOUT_SLOT))
+        shells[request.script_root] = html.split(LAYOUT_SLOT)
+    before, after = shells[request.script_root]
+    return before + content + after
 
 
 @bp.post("/")

@@ -1,0 +1,411 @@
+"""`make bench`: how fast final/ is, next to the fastest a Flask app can be on this machine.
+
+    python -m checks bench [--sizes 100,10000,100000] [--duration 10] [--connections 8]
+
+Everything runs through checks.harness with Elastic Beanstalk's server (gunicorn, 1 worker, 15
+threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package):
+
+- the ceiling: a Flask app that answers with final/'s own page, byte for byte, and does nothing else;
+- final/ with caching off, with the query cache only, and with every layer (the default);
+- final/ with its memcached stopped, which must fail fast and so be no slower than caching off;
+- the first read of the list after a write (the page is rebuilt), timed one request at a time.
+
+Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
+same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
+It is a command, not a test: tests/test_bench.py runs a small version and checks only its output.
+"""
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+from checks import harness
+from checks.services import ServiceError
+
+ROOT = harness.services.ROOT
+FINAL = ROOT / "final"
+OUT_DIR = ROOT / "build" / "bench"
+CONFIGS = [  # (label, CACHE_LAYERS); None keeps final/'s default, every layer on
+    ("caching off", ""),
+    ("query cache only", "query"),
+    ("full caching", None),
+]
+STOPPED = "memcached stopped"
+CEILING = "ceiling"
+TARGETS = {
+    "ceiling_ratio": 0.9,   # full caching at least 0.9x the ceiling
+    "p50_growth": 1.2,      # p50 at the largest size within 1.2x of the smallest
+    "first_read_ms": 20.0,  # first read after a write, p50, at the largest size
+}
+# wrk calls done() once at the end; this prints one JSON line that bench reads back.
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "seconds": %.6f, "p50_us": %d, "p99_us": %d, ' ..
+    '"non2xx": %d, "socket_errors": %d}\\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+CEILING_APP = '''"""The ceiling: final/'s page, answered by Flask with no work at all."""
+from pathlib import Path
+
+from flask import Flask, Response
+
+application = Flask(__name__)
+PAGE = (Path(__file__).parent / "page.html").read_bytes()
+
+
+@application.get("/")
+def index():
+    return Response(PAGE, mimetype="text/html")
+'''
+VERBS = ["water", "paint", "fix", "call", "clean", "buy", "sort", "plan", "read", "wash"]
+NOUNS = ["the plants", "the fence", "the bike", "grandma", "the garage", "more milk",
+         "the receipts", "the trip", "chapter four", "the car"]
+
+
+class BenchError(Exception):
+    """Something the benchmark needs is missing; the message says what to do."""
+
+
+def say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+class Wrk:
+    def __init__(self, threads, connections, workdir):
+        self.path = shutil.which("wrk")
+        if not self.path:
+            raise BenchError("wrk is not installed: run `make setup` (Debian package wrk)")
+        self.threads, self.connections = threads, connections
+        self.script = Path(workdir) / "report.lua"
+        self.script.write_text(WRK_REPORT)
+
+    def run(self, url, seconds):
+        cmd = [self.path, f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds}s",
+               "-s", str(self.script), url]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode != 0 or not lines:
+            raise BenchError(f"wrk failed on {url}: {(result.stderr or result.stdout).strip()[-200:]}")
+        raw = json.loads(lines[-1])
+        return {
+            "rps": raw["requests"] / raw["seconds"],
+            "p50_ms": raw["p50_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "requests": raw["requests"],
+            "errors": raw["non2xx"] + raw["socket_errors"],
+        }
+
+
+def measure(wrk, url, duration):
+    """Warm up (caches filled, threads started), then measure for DURATION seconds."""
+    wrk.run(url + "/", max(1, duration // 5))
+    return wrk.run(url + "/", duration)
+
+
+def timed_get(conn, path="/"):
+    """One GET without cookies, as a new visitor would send it; its time in milliseconds."""
+    started = time.perf_counter()
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    if response.status != 200:
+        raise BenchError(f"GET {path} answered {response.status}")
+    return (time.perf_counter() - started) * 1000
+
+
+def first_reads_after_writes(app, repeats):
+    """Add a task, then time the next read of the list (rebuilt) and the one after (cached)."""
+    address = urllib.parse.urlsplit(app.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    visitor = app.visitor()
+    first, warm = [], []
+    try:
+        for n in range(repeats):
+            response = visitor.add_task(f"bench write {n} {time.time_ns()}", follow=False)
+            if response.status_code != 302:
+                raise BenchError(f"adding a task answered {response.status_code}")
+            first.append(timed_get(conn))
+            warm.append(timed_get(conn))
+    finally:
+        conn.close()
+    return {"p50_ms": statistics.median(first), "warm_p50_ms": statistics.median(warm),
+            "max_ms": max(first), "repeats": repeats}
+
+
+# --- the data ----------------------------------------------------------------------------------
+
+def count_tasks(app):
+    conn = app.database.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM task")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def seed(app, size, batch=5000):
+    """Insert tasks with SQL until the list holds SIZE of them; memcached is flushed after."""
+    conn = app.database.connect()
+    try:
+        cur = conn.cursor()
+        have = count_tasks(app)
+        while have < size:
+            rows = [(f"Task {i + 1}: {VERBS[i % 10]} {NOUNS[(i // 10) % 10]}",)
+                    for i in range(have, min(size, have + batch))]
+            cur.executemany("INSERT INTO task (name) VALUES (%s)", rows)
+            have += len(rows)
+    finally:
+        conn.close()
+    # The rows bypassed the app, so nothing cached may survive them.
+    app.memcached.flush()
+
+
+def page_bytes(url):
+    address = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        return response.read()
+    finally:
+        conn.close()
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+def run(options, workdir):
+    wrk = Wrk(options.threads, options.connections, workdir)
+    results, first_reads = [], []
+    steps = len(options.sizes) * (len(CONFIGS) + 4)
+    step = 0
+
+    def progress(size, label):
+        nonlocal step
+        step += 1
+        say(f"[{step}/{steps}] {size:,} tasks: {label}")
+
+    with harness.run_app(FINAL, database="mariadb", cache="sasl") as app:
+        for size in options.sizes:
+            progress(size, "inserting tasks")
+            seed(app, size)
+            page = page_bytes(app.url)
+            rows = {}
+
+            progress(size, f"{CEILING} ({len(page):,}-byte page)")
+            ceiling_dir = Path(workdir) / f"ceiling-{size}"
+            ceiling_dir.mkdir()
+            (ceiling_dir / "application.py").write_text(CEILING_APP)
+            (ceiling_dir / "page.html").write_bytes(page)
+            with harness.run_app(ceiling_dir, cache=None) as ceiling:
+                rows[CEILING] = measure(wrk, ceiling.url, options.duration)
+            say(f"      {rows[CEILING]['rps']:,.0f} requests/s")
+
+            for label, layers in CONFIGS:
+                progress(size, label)
+                app.memcached.flush()
+                server = app.spawn(env={} if layers is None else {"CACHE_LAYERS": layers})
+                try:
+                    rows[label] = measure(wrk, server.url, options.duration)
+                finally:
+                    server.stop()
+                say(f"      {rows[label]['rps']:,.0f} requests/s")
+
+            progress(size, STOPPED)
+            app.memcached.stop()
+            try:
+                server = app.spawn()
+                try:
+                    rows[STOPPED] = measure(wrk, server.url, options.duration)
+                finally:
+                    server.stop()
+            finally:
+                app.memcached.start()
+            say(f"      {rows[STOPPED]['rps']:,.0f} requests/s")
+
+            progress(size, f"first read after a write, {options.writes} times")
+            app.memcached.flush()
+            first = first_reads_after_writes(app, options.writes)
+            first_reads.append({"size": size, **first})
+            say(f"      p50 {first['p50_ms']:.1f} ms (a warm read: {first['warm_p50_ms']:.1f} ms)")
+
+            for label, row in rows.items():
+                ratio = row["rps"] / rows[CEILING]["rps"]
+                results.append({"size": size, "config": label, "page_bytes": len(page),
+                                "ratio": ratio, **row})
+    return results, first_reads
+
+
+# --- targets and output ------------------------------------------------------------------------
+
+def find(results, size, config):
+    return next(r for r in results if r["size"] == size and r["config"] == config)
+
+
+def targets(results, first_reads, sizes):
+    small, large = min(sizes), max(sizes)
+    checks = []
+    for size in sizes:
+        ratio = find(results, size, "full caching")["ratio"]
+        checks.append({"target": f"full caching >= {TARGETS['ceiling_ratio']}x the ceiling, "
+                                 f"{size:,} tasks",
+                       "measured": f"{ratio:.2f}x", "met": ratio >= TARGETS["ceiling_ratio"]})
+    if large > small:
+        growth = find(results, large, "full caching")["p50_ms"] / find(results, small, "full caching")["p50_ms"]
+        checks.append({"target": f"full caching p50 at {large:,} within {TARGETS['p50_growth']}x "
+                                 f"of p50 at {small:,}",
+                       "measured": f"{growth:.2f}x", "met": growth <= TARGETS["p50_growth"]})
+    first = next(f for f in first_reads if f["size"] == large)["p50_ms"]
+    checks.append({"target": f"first read after a write at {large:,}, p50 <= "
+                             f"{TARGETS['first_read_ms']:.0f} ms",
+                   "measured": f"{first:.1f} ms", "met": first <= TARGETS["first_read_ms"]})
+    for size in sizes:
+        stopped = find(results, size, STOPPED)["rps"]
+        off = find(results, size, "caching off")["rps"]
+        checks.append({"target": f"memcached stopped >= caching off, {size:,} tasks",
+                       "measured": f"{stopped:,.0f} vs {off:,.0f} req/s ({stopped / off:.2f}x)",
+                       "met": stopped >= off})
+    return checks
+
+
+def table(results, first_reads, checks):
+    lines = [f"{'tasks':>8}  {'configuration':18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'x ceiling':>9} {'errors':>6}"]
+    for r in results:
+        lines.append(f"{r['size']:>8,}  {r['config']:18} {r['rps']:>8,.0f} {r['p50_ms']:>8.2f} "
+                     f"{r['p99_ms']:>8.2f} {r['ratio']:>9.2f} {r['errors']:>6}")
+    lines += ["", f"{'tasks':>8}  first read after a write (full caching), p50 over repeats"]
+    for f in first_reads:
+        lines.append(f"{f['size']:>8,}  {f['p50_ms']:.1f} ms (max {f['max_ms']:.1f} ms, a warm "
+                     f"read {f['warm_p50_ms']:.1f} ms, {f['repeats']} repeats)")
+    lines += ["", "targets"]
+    for c in checks:
+        lines.append(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']}: {c['measured']}")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["size"] for r in results})
+    labels = [CEILING] + [c[0] for c in CONFIGS] + [STOPPED]
+    colors = ["#888888", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
+    width = 0.8 / len(labels)
+    for i, (label, color) in enumerate(zip(labels, colors)):
+        xs = [n + (i - (len(labels) - 1) / 2) * width for n in range(len(sizes))]
+        rows = [find(results, size, label) for size in sizes]
+        bars = top.bar(xs, [r["rps"] for r in rows], width, label=label, color=color)
+        bottom.bar(xs, [r["p50_ms"] for r in rows], width, color=color)
+        if label == "full caching":
+            for bar, r in zip(bars, rows):
+                top.annotate(f"{r['ratio']:.2f}x", (bar.get_x() + width / 2, bar.get_height()),
+                             ha="center", va="bottom", fontsize=8)
+    top.set_ylabel("requests/s (higher is better)")
+    top.set_title("final/ under wrk: gunicorn 1 worker x 15 threads, MariaDB, SASL memcached")
+    top.legend(fontsize=8, ncol=3)
+    bottom.set_ylabel("p50 latency, ms (lower is better)")
+    bottom.set_yscale("log")
+    bottom.set_xticks(range(len(sizes)), [f"{s:,} tasks" for s in sizes])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"bench: {message} (see python -m checks bench --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def sizes_arg(text):
+    try:
+        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes takes whole numbers separated by commas, not {text!r}")
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("--sizes needs at least one size of 1 or more")
+    return sizes
+
+
+def positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def parse(argv):
+    parser = Parser(prog="python -m checks bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=sizes_arg, default=[100, 10_000, 100_000],
+                        help="list sizes to measure, comma-separated (default 100,10000,100000)")
+    parser.add_argument("--duration", type=positive, default=10,
+                        help="seconds of load per measurement (default 10)")
+    parser.add_argument("--connections", type=positive, default=8, help="wrk connections (default 8)")
+    parser.add_argument("--threads", type=positive, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--writes", type=positive, default=15,
+                        help="writes timed for the first read after a write (default 15)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default build/bench)")
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    options = parse(argv[1:])
+    say(f"bench: sizes {', '.join(f'{s:,}' for s in options.sizes)}; {options.duration}s per "
+        f"measurement, wrk -t{options.threads} -c{options.connections}; output in {options.out}")
+    started = time.monotonic()
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+            results, first_reads = run(options, workdir)
+    except (BenchError, ServiceError, OSError, subprocess.SubprocessError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    checks = targets(results, first_reads, options.sizes)
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "settings": {"sizes": options.sizes, "duration_s": options.duration,
+                     "wrk": f"-t{options.threads} -c{options.connections}",
+                     "server": f"gunicorn --workers={harness.EB_WORKERS} --threads={harness.EB_THREADS}",
+                     "database": "mariadb", "cache": "sasl memcached"},
+        "results": results,
+        "first_read_after_write": first_reads,
+        "targets": checks,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (options.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(results, options.out / "bench.png")
+    print(table(results, first_reads, checks))
+    print(f"\nwrote {options.out / 'bench.json'} and {options.out / 'bench.png'} "
+          f"in {report['seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,39 @@
+"""`make bench` in miniature: the table, the JSON and the plot come out. Nothing about speed."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SIZES = (20, 60)
+CONFIGS = ("ceiling", "caching off", "query cache only", "full caching", "memcached stopped")
+
+
+def bench(*args):
+    return subprocess.run([sys.executable, "-m", "checks", "bench", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_env):
+    result = bench("--sizes", ",".join(map(str, SIZES)), "--duration", "1", "--writes", "2",
+                   "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
+    assert "[1/14] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
+    report = json.loads((tmp_path / "bench.json").read_text())
+    measured = {(r["size"], r["config"]) for r in report["results"]}
+    assert measured == {(size, config) for size in SIZES for config in CONFIGS}
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["results"])
+    assert [f["size"] for f in report["first_read_after_write"]] == list(SIZES)
+    # Every target is printed with its measured figure, met or not.
+    for target in report["targets"]:
+        assert target["target"] in result.stdout and target["measured"] in result.stdout
+    assert len(report["targets"]) == 2 * len(SIZES) + 2
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_refuses_bad_options_in_one_line():
+    for args in (["--sizes", "ten"], ["--duration", "0"], ["--nope"]):
+        result = bench(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
