@@ -224,6 +224,12 @@ def run(options, workdir):
                     server.stop()
                 say(f"      {rows[label]['rps']:,.0f} requests/s")
 
+            progress(size, f"first read after a write, {options.writes} times")
+            app.memcached.flush()
+            first = first_reads_after_writes(app, options.writes)
+            first_reads.append({"size": size, **first})
+            say(f"      p50 {first['p50_ms']:.1f} ms (a warm read: {first['warm_p50_ms']:.1f} ms)")
+
             progress(size, STOPPED)
             app.memcached.stop()
             try:
@@ -235,12 +241,6 @@ def run(options, workdir):
             finally:
                 app.memcached.start()
             say(f"      {rows[STOPPED]['rps']:,.0f} requests/s")
-
-            progress(size, f"first read after a write, {options.writes} times")
-            app.memcached.flush()
-            first = first_reads_after_writes(app, options.writes)
-            first_reads.append({"size": size, **first})
-            say(f"      p50 {first['p50_ms']:.1f} ms (a warm read: {first['warm_p50_ms']:.1f} ms)")
 
             for label, row in rows.items():
                 ratio = row["rps"] / rows[CEILING]["rps"]
