@@ -42,7 +42,8 @@ def store():
 
 
 def layer_on(name):
-    return name in current_app.config["CACHE_LAYERS"]
+    # While memcached is down, every layer is off: no call that would fail, no stall.
+    return name in current_app.config["CACHE_LAYERS"] and not store().down()
 
 
 def key(name):

@@ -78,6 +78,8 @@ class Pool:
 
 
 class Memcache:
+    FAILING = 3  # failed calls in a row after which memcached counts as down, for a second
+
     def __init__(self, servers, username, password, behaviors, pool_size):
         import pylibmc
 
@@ -86,14 +88,25 @@ class Memcache:
                                                  password=password, behaviors=behaviors)
         self.pool = Pool(self.new_client, pool_size)
         self.servers = servers
+        self.failures, self.failed_at = 0, 0.0
+
+    def down(self):
+        """True for a second after FAILING calls in a row failed: the pages are then built as if
+        caching were off, without a call that would fail. Invalidations are always attempted."""
+        return self.failures >= self.FAILING and time.monotonic() - self.failed_at < Pool.RETRY_AFTER
 
     def _call(self, name, default, *args):
+        if self.down():
+            return default
         try:
             with self.pool.reserve() as client:
-                return getattr(client, name)(*args)
+                result = getattr(client, name)(*args)
         except self.errors as exc:
+            self.failures, self.failed_at = self.failures + 1, time.monotonic()
             log.warning("memcached %s failed: %s", name, exc)
             return default
+        self.failures = 0
+        return result
 
     def get(self, key):
         return self._call("get", None, key)
@@ -228,6 +241,9 @@ class LocalStore:
             self.items[key] = (value, (item[1] if item else 0) + 1,
                                time.monotonic() + timeout if timeout else 0)
             return True
+
+    def down(self):
+        return False
 
     def invalidate(self, tombstones, deletes=(), timeout=0):
         self.set_multi(tombstones, timeout)
