@@ -15,7 +15,8 @@ def bench(*args):
 
 
 def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_env):
-    result = bench("--sizes", ",".join(map(str, SIZES)), "--duration", "1", "--writes", "2",
+    result = bench("--sizes", ",".join(map(str, SIZES)), "--duration", "1", "--rounds", "1",
+                   "--writes", "2",
                    "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
