@@ -308,7 +308,8 @@ def targets(results, first_reads, sizes):
 
 def table(results, first_reads, checks):
     lines = [f"{'tasks':>8}  {'configuration':18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'x ceiling':>9} {'errors':>6}   (medians of {results[0]['rounds']} rounds)"]
+             f"{'x ceiling':>9} {'errors':>6}   (median of {results[0]['rounds']} round"
+             f"{'s' if results[0]['rounds'] > 1 else ''})"]
     for r in results:
         lines.append(f"{r['size']:>8,}  {r['config']:18} {r['rps']:>8,.0f} {r['p50_ms']:>8.2f} "
                      f"{r['p99_ms']:>8.2f} {r['ratio']:>9.2f} {r['errors']:>6}")
