@@ -443,5 +443,5 @@ def test_mariadb_restarted(cluster):
     assert not others, others[:3]
     assert not stale
     assert not unhandled(cluster, since)
-    record("MariaDB restarted", load, f"MariaDB down {up - down:.1f}s, answering "
-           f"{recovered - up:.1f}s after", stale, fivexx=load.server_errors())
+    record("MariaDB restarted", load, f"MariaDB down {up - down:.1f}s (the 5xx: its 503 page), "
+           f"answering {recovered - up:.1f}s after", stale, fivexx=load.server_errors())
