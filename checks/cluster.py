@@ -396,10 +396,9 @@ def start():
 
 def stop():
     cluster = Cluster()
-    if not cluster.running():
-        print("  no cluster is running")
-    cluster.stop()
-    print("  cluster stopped")
+    running = cluster.running()
+    cluster.stop()  # also clears pid files a crashed run left behind
+    print("  cluster stopped" if running else "  no cluster is running")
 
 
 def status():

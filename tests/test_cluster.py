@@ -346,7 +346,8 @@ def test_one_memcached_node_stopped_then_back_empty(cluster):
         load.wait_for_writes(15, "writes after the node came back empty")
     ids = check_exactly_once(cluster, load)
     stale = stale_reads(load, ids)
-    record("one memcached node stopped, back empty", load, f"node {node + 1} of 3 stopped, restarted", stale)
+    record("one memcached node stopped, back empty", load,
+           f"node {node + 1} of 3 stopped, restarted", stale)
     assert load.server_errors() == 0 and not load.errors, load.errors[:3]
     assert not stale, f"{len(stale)} reads served a list older than an acknowledged write"
     assert not unhandled(cluster, since)

@@ -8,7 +8,7 @@ import logging
 import time
 
 import flask_caching
-from flask import current_app, render_template
+from flask import current_app
 from flask_caching.utils import function_namespace
 
 from task_list import csrf
@@ -67,7 +67,7 @@ def cached_front_page(render):
 
 
 def time_left(read_at):
-    """Seconds until data read at READ_AT (a time.time()) is CACHE_DEFAULT_TIMEOUT old; at least 1."""
+    """Seconds until data read at READ_AT (time.time()) is CACHE_DEFAULT_TIMEOUT old; at least 1."""
     return max(1, int(current_app.config["CACHE_DEFAULT_TIMEOUT"] - (time.time() - read_at)))
 
 

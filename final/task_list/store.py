@@ -93,7 +93,8 @@ class Memcache:
     def down(self):
         """True for a second after FAILING calls in a row failed: the pages are then built as if
         caching were off, without a call that would fail. Invalidations are always attempted."""
-        return self.failures >= self.FAILING and time.monotonic() - self.failed_at < Pool.RETRY_AFTER
+        recent = time.monotonic() - self.failed_at < Pool.RETRY_AFTER
+        return self.failures >= self.FAILING and recent
 
     def _call(self, name, default, *args):
         if self.down():
@@ -141,7 +142,7 @@ class Memcache:
         pooled client skips a server for a second after it failed, while other clients may
         already use it again: a skipped invalidation would leave their copy stale.
         """
-        writes = [(key, value) for key, value in tombstones.items()] + [(key, None) for key in deletes]
+        writes = list(tombstones.items()) + [(key, None) for key in deletes]
         failed = self._write(self.pool.reserve, writes, timeout)
         if failed:
             client = self.new_client()
