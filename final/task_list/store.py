@@ -145,12 +145,22 @@ class Memcache:
         writes = list(tombstones.items()) + [(key, None) for key in deletes]
         failed = self._write(self.pool.reserve, writes, timeout)
         if failed:
-            client = self.new_client()
-            try:
-                failed = self._write(lambda: contextlib.nullcontext(client), failed, timeout)
-            finally:
-                client.disconnect_all()
+            # On a thread of its own: a SASL login begun deep in a request can fail at random
+            # with the libmemcached in pylibmc 1.6.3 (WORKSHOP.md, Troubleshooting).
+            outcome = {"failed": failed}
+            retry = threading.Thread(target=self._write_on_new_client,
+                                     args=(failed, timeout, outcome))
+            retry.start()
+            retry.join()
+            failed = outcome["failed"]
         return not failed
+
+    def _write_on_new_client(self, writes, timeout, outcome):
+        client = self.new_client()
+        try:
+            outcome["failed"] = self._write(lambda: contextlib.nullcontext(client), writes, timeout)
+        finally:
+            client.disconnect_all()
 
     def _write(self, borrow, writes, timeout):
         """Set (or, for a value of None, delete) each key; return the writes that failed."""
