@@ -87,20 +87,45 @@ class CacheServer(services.Memcached):
         return list_keys(self.port)
 
 
-def list_keys(port, host="127.0.0.1"):
+def text_command(port, command, end=b"END\r\n", host="127.0.0.1"):
+    """Send COMMAND to a plain memcached over the text protocol; read until END or an error."""
     with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"lru_crawler metadump all\r\n")
+        sock.sendall(command)
         data = b""
-        while not data.endswith(b"END\r\n") and not data.startswith(b"ERROR"):
+        while not data.endswith(end) and not data.startswith((b"ERROR", b"CLIENT_ERROR")):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             data += chunk
-    keys = []
-    for line in data.decode().splitlines():
+    return data
+
+
+def metadump(port, host="127.0.0.1"):
+    """Every item of a plain memcached with its metadata: key, exp (Unix time, -1 = never), size.
+
+    The text protocol's `lru_crawler metadump`, so plain instances only (SASL speaks binary). It
+    walks the hash table: walking the LRUs (`all`) skips items that move between them meanwhile.
+    """
+    items = []
+    for line in text_command(port, b"lru_crawler metadump hash\r\n", host=host).decode().splitlines():
         if line.startswith("key="):
-            keys.append(urllib.parse.unquote(line.split()[0][4:]))
-    return keys
+            fields = dict(part.split("=", 1) for part in line.split())
+            fields["key"] = urllib.parse.unquote(fields["key"])
+            items.append({k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in fields.items()})
+    return items
+
+
+def raw_get(port, key, host="127.0.0.1"):
+    """The stored bytes of KEY on a plain memcached, or None; no unpickling, so any app's values."""
+    data = text_command(port, f"get {key}\r\n".encode(), host=host)
+    if not data.startswith(b"VALUE "):
+        return None
+    header, _, rest = data.partition(b"\r\n")
+    return rest[:int(header.split()[3])]
+
+
+def list_keys(port, host="127.0.0.1"):
+    return [item["key"] for item in metadump(port, host)]
 
 
 class Database:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -72,7 +71,7 @@ class Subject:
 
     def value(self, key):
         """The raw bytes memcached holds under KEY (plain memcached only), or None."""
-        return raw_get(self.app.memcached.port, key)
+        return harness.raw_get(self.app.memcached.port, key)
 
     def restart(self):
         try:
@@ -331,21 +330,6 @@ def deltas(delta, *names):
 def listed(keys, limit=6):
     shown = ", ".join(sorted(keys)[:limit])
     return (shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")) or "no keys at all"
-
-
-def raw_get(port, key):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"get {key}\r\n".encode())
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data.startswith(b"VALUE "):
-        return None
-    header, _, rest = data.partition(b"\r\n")
-    return rest[:int(header.split()[3])]
 
 
 # ---- 01 the skeleton ---------------------------------------------------------------------------

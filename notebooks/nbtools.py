@@ -14,7 +14,6 @@ import html
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -30,6 +29,8 @@ FULL_RUN = 10_000
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from checks.harness import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
 
 
 def max_tasks():
@@ -93,42 +94,6 @@ def save_plot(fig, name):
     path = BUILD / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
-
-
-def _text_command(port, command, end):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(command)
-        data = b""
-        while not data.endswith(end) and not data.startswith((b"ERROR", b"CLIENT_ERROR")):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
-
-
-def metadump(port):
-    """Every item of a plain memcached with its metadata: key, exp (Unix time, -1 = never), size.
-
-    The text protocol's `lru_crawler metadump`, so plain instances only (SASL speaks binary).
-    """
-    items = []
-    for line in _text_command(port, b"lru_crawler metadump all\r\n", b"END\r\n").decode().splitlines():
-        if line.startswith("key="):
-            fields = dict(part.split("=", 1) for part in line.split())
-            fields["key"] = urllib.parse.unquote(fields["key"])
-            items.append({k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in fields.items()})
-    return items
-
-
-def raw_get(port, key):
-    """The stored bytes of KEY on a plain memcached, or None; no unpickling, so any app's values."""
-    data = _text_command(port, f"get {key}\r\n".encode(), b"END\r\n")
-    if not data.startswith(b"VALUE"):
-        return None
-    header, _, rest = data.partition(b"\r\n")
-    size = int(header.split()[3])
-    return rest[:size]
 
 
 def poll(predicate, timeout=10.0, interval=0.05):

@@ -2,6 +2,8 @@
 service is an error, never a skip. Apps run only through checks.harness."""
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,17 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield chromium
         chromium.close()
+
+
+def unique(name):
+    """NAME with a random suffix, so tests sharing an app never see each other's tasks."""
+    return f"{name} {uuid.uuid4().hex[:8]}"
+
+
+def wait_for(condition, what="the condition", timeout=30.0):
+    """Poll CONDITION until it holds; fail after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
+        time.sleep(0.02)

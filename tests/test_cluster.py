@@ -17,6 +17,7 @@ import requests
 
 from checks.cluster import Cluster, Ports
 from checks.visitor import Visitor, parse_forms
+from conftest import unique, wait_for
 
 # The test cluster's CACHE_DEFAULT_TIMEOUT: the staleness bound final/ documents, made short.
 TTL = 8
@@ -27,18 +28,6 @@ REPORT = []
 
 def task_ids(html):
     return [int(i) for i in re.findall(r'id="task-(\d+)"', html)]
-
-
-def unique(name):
-    return f"{name} {uuid.uuid4().hex[:8]}"
-
-
-def wait_for(condition, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
-        time.sleep(0.02)
 
 
 # --- the cluster and its load ------------------------------------------------------------------

@@ -8,13 +8,9 @@ import pytest
 import requests
 
 from checks.harness import HarnessError, run_app
-from conftest import FINAL
+from conftest import FINAL, unique, wait_for
 
 LIST_URL = "/"
-
-
-def unique(name):
-    return f"{name} {uuid.uuid4().hex[:8]}"
 
 
 def task_ids(html):
@@ -344,16 +340,6 @@ def test_database_down_gives_a_clear_503():
         assert page.status_code == 503
         assert "database is not answering" in page.text
         assert "Traceback" not in page.text
-
-
-def wait_for(condition, timeout=30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 # --- concurrency ------------------------------------------------------------------------------
