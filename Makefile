@@ -21,13 +21,13 @@ setup:
 
 services: setup
 	@echo "==> starting services"
-	@python3 -m checks.services start
+	@python3 -m runtime.services start
 
 services-stop:
-	@python3 -m checks.services stop
+	@python3 -m runtime.services stop
 
 services-status:
-	@python3 -m checks.services status
+	@python3 -m runtime.services status
 
 run: setup $(if $(SERVICES),services,)
 	@test -d "$(APP)" || { echo "run: no step folder matches STEP=$(STEP)" >&2; exit 2; }
@@ -54,19 +54,19 @@ doctor: setup
 	@$(PY) -m checks doctor
 
 dashboard: services
-	@$(PY) -m checks dashboard
+	@$(PY) -m instruments.dashboard
 
 deploy-check: services
-	@$(PY) -m checks deploy
+	@$(PY) -m rehearsal
 
 bench: services
-	@$(PY) -m checks bench
+	@$(PY) -m instruments.bench
 
 cluster: setup
-	@$(PY) -m checks cluster start
+	@$(PY) -m instruments.cluster start
 
 cluster-stop:
-	@$(PY) -m checks cluster stop
+	@$(PY) -m instruments.cluster stop
 
 clean:
 	rm -rf build .pytest_cache

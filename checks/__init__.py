@@ -1,1 +1,1 @@
-"""The workshop checker, the app harness and the local services."""
+"""The stage checker: the manifest, the pytest plugin, the checks and the commands run, progress, grade and doctor."""

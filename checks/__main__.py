@@ -7,10 +7,6 @@ COMMANDS = {
     "progress": "checks.cli",
     "grade": "checks.cli",
     "doctor": "checks.cli",
-    "deploy": "checks.deploy",
-    "dashboard": "checks.dashboard",
-    "bench": "checks.bench",
-    "cluster": "checks.cluster",
 }
 USAGE = "usage: python -m checks {" + ",".join(COMMANDS) + "} ..."
 

@@ -116,7 +116,7 @@ def common_options(parser):
 
 def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=()):
     """Run the expectations of stages NUMBERS against APP_DIR under pytest; the Results."""
-    from checks import harness
+    from runtime import harness
 
     try:
         harness.services_env()  # every app run needs it (SASL settings); say so once, up front
@@ -568,7 +568,7 @@ def doctor(args):
 
 def doctor_findings():
     """(ok, what was found, how to fix it) for each thing the workshop needs."""
-    from checks import memstat, services
+    from runtime import memcached, services
 
     version = ".".join(map(str, sys.version_info[:3]))
     yield (sys.version_info[:2] == (3, 11), f"Python {version} at {sys.executable}",
@@ -599,15 +599,15 @@ def doctor_findings():
         return
     plain = env.get("MEMCACHED_PLAIN_SERVERS", "")
     try:
-        version = memstat.stats(plain).get("version", "?")
+        version = memcached.stats(plain).get("version", "?")
         yield True, f"memcached answers at {plain} (version {version})", ""
-    except memstat.MemcachedError as exc:
+    except memcached.MemcachedError as exc:
         yield False, f"memcached: {exc}", "Run `make services`; its log is .services/memcached.log."
     sasl = env.get("MEMCACHIER_SERVERS", "")
     try:
-        memstat.stats(sasl, env.get("MEMCACHIER_USERNAME"), env.get("MEMCACHIER_PASSWORD"))
+        memcached.stats(sasl, env.get("MEMCACHIER_USERNAME"), env.get("MEMCACHIER_PASSWORD"))
         yield True, f"SASL memcached answers at {sasl} and accepts the workshop's login", ""
-    except memstat.MemcachedError as exc:
+    except memcached.MemcachedError as exc:
         yield False, f"SASL memcached: {exc}", "Run `make services`; its log is .services/memcached-sasl.log."
     else:
         yield sasl_login_finding(env, plugin_dir)

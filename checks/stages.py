@@ -2,7 +2,7 @@
 
 One test per expectation in steps/steps.toml, named check_<stage>_<id>; checks/plugin.py runs
 them and attaches the manifest's hint to each failure. Every app is booted through
-checks/harness.py: a copy of the folder, an empty SQLite database, and a memcached of its own,
+runtime/harness.py: a copy of the folder, an empty SQLite database, and a memcached of its own,
 SASL by default (as MemCachier runs it), plain where a check lists keys. The app is booted once
 per configuration for the whole run, so every check leaves the app usable and names its own
 tasks. Only stage 03 reads files (the deploy configuration); every other check judges what the
@@ -22,8 +22,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
-from checks import harness
-from checks.visitor import Visitor
+from runtime import harness
+from runtime.visitor import Visitor
 
 
 class AppProblem(Exception):

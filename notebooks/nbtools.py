@@ -1,6 +1,6 @@
 """What the notebooks share, and the runner behind `make notebooks`.
 
-In a notebook, `import nbtools` puts the repository on sys.path (so `from checks import harness`
+In a notebook, `import nbtools` puts the repository on sys.path (so `from runtime import harness`
 works) and offers: BUILD (where summaries and plots go), max_tasks(), cleanup(), Table,
 save_summary(), save_plot(), metadump(), raw_get(), poll(), stage_dir(), names_on() and Recorder.
 
@@ -30,7 +30,7 @@ FULL_RUN = 10_000
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from checks.harness import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
+from runtime.harness import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
 
 
 def max_tasks():
@@ -185,7 +185,7 @@ class Recorder:
 def parse_forms_on(page_html, visitor):
     from urllib.parse import urljoin
 
-    from checks.visitor import parse_forms
+    from runtime.visitor import parse_forms
 
     forms = parse_forms(page_html)
     for form in forms:

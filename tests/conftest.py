@@ -1,5 +1,5 @@
 """Fixtures shared by every test. Services come from services.env (`make services`); a missing
-service is an error, never a skip. Apps run only through checks.harness."""
+service is an error, never a skip. Apps run only through runtime.harness."""
 import os
 import sys
 import time
@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from checks import harness  # noqa: E402
+from runtime import harness  # noqa: E402
 
 FINAL = ROOT / "final"
 CHROMIUM = "/usr/bin/chromium"

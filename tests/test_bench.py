@@ -10,7 +10,7 @@ CONFIGS = ("ceiling", "caching off", "query cache only", "full caching", "memcac
 
 
 def bench(*args):
-    return subprocess.run([sys.executable, "-m", "checks", "bench", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "instruments.bench", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -1,6 +1,6 @@
 """Several instances behind a load balancer, and faults injected while load runs.
 
-The cluster is checks/cluster.py's (`make cluster`): nginx in front of two gunicorn instances of
+The cluster is instruments/cluster.py's (`make cluster`): nginx in front of two gunicorn instances of
 final/, three SASL memcached nodes with ketama hashing, and a MariaDB of its own, all in a
 temporary folder on free ports. Every fault test keeps visitors reading and writing through nginx
 while the fault happens, then checks what they saw: no 5xx, every acknowledged task stored exactly
@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 import requests
 
-from checks.cluster import Cluster, Ports
-from checks.visitor import Visitor, parse_forms
+from instruments.cluster import Cluster, Ports
+from runtime.visitor import Visitor, parse_forms
 from conftest import unique, wait_for
 
 # The test cluster's CACHE_DEFAULT_TIMEOUT: the staleness bound final/ documents, made short.

@@ -11,7 +11,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from checks import dashboard, harness, services
+from instruments import dashboard
+from runtime import harness, services
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_08 = ROOT / "steps" / "08-view-cache"
@@ -96,7 +97,7 @@ def test_the_delta_strip_says_plurals_and_no_change():
 # ---- the command line --------------------------------------------------------------------------
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "checks", "dashboard", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "instruments.dashboard", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30)
 
 
@@ -132,7 +133,7 @@ def running_dashboard(memcached):
     port = services.free_port()
     env = dict(os.environ, MEMCACHIER_PASSWORD=memcached.password)  # never on the command line
     proc = subprocess.Popen(
-        [sys.executable, "-m", "checks", "dashboard", "--port", str(port),
+        [sys.executable, "-m", "instruments.dashboard", "--port", str(port),
          "--servers", memcached.address, "--username", memcached.username],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

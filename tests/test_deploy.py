@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import deploy
+from rehearsal import deploy
 
 ROOT = deploy.ROOT
 BROKEN_MIGRATION = '''"""a migration that cannot run"""

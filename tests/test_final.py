@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from checks.harness import HarnessError, run_app
+from runtime.harness import HarnessError, run_app
 from conftest import FINAL, unique, wait_for
 
 LIST_URL = "/"
@@ -328,7 +328,7 @@ def test_memcached_stopped_mid_traffic():
 
 
 def test_database_down_gives_a_clear_503():
-    from checks.services import free_port
+    from runtime.services import free_port
 
     dead = {"RDS_PORT": str(free_port())}  # nothing listens there: MariaDB is "down"
     with run_app(FINAL, database="mariadb", cache="sasl", env=dead, migrate=False) as app:

@@ -2,7 +2,7 @@
 lesson quotes are the ones the app produces; and the manifest, the folders, the lessons, the diffs
 and WORKSHOP.md agree with each other.
 
-Apps run only through checks.harness, each in its own gunicorn. One run per step and database
+Apps run only through runtime.harness, each in its own gunicorn. One run per step and database
 serves several assertions, because booting an app costs about a second.
 """
 import importlib.util
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from checks.harness import run_app
-from checks.visitor import parse_forms
+from runtime.harness import run_app
+from runtime.visitor import parse_forms
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ROOT / "final"

@@ -1,8 +1,8 @@
 """`make bench`: how fast final/ is, next to the fastest a Flask app can be on this machine.
 
-    python -m checks bench [--sizes 100,10000,100000] [--duration 5] [--rounds 3]
+    python -m instruments.bench [--sizes 100,10000,100000] [--duration 5] [--rounds 3]
 
-Everything runs through checks.harness with Elastic Beanstalk's server (gunicorn, 1 worker, 15
+Everything runs through runtime.harness with Elastic Beanstalk's server (gunicorn, 1 worker, 15
 threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package):
 
 - the ceiling: a Flask app that answers with final/'s own page, byte for byte, and does nothing else;
@@ -28,8 +28,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from checks import harness
-from checks.services import ServiceError
+from runtime import harness
+from runtime.services import ServiceError
 
 ROOT = harness.services.ROOT
 FINAL = ROOT / "final"
@@ -130,7 +130,7 @@ def timed_get(conn, path="/"):
 
 def first_reads_after_writes(url, repeats):
     """Add a task, then time the next read of the list (rebuilt) and the one after (cached)."""
-    from checks.visitor import Visitor
+    from runtime.visitor import Visitor
 
     address = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
@@ -377,7 +377,7 @@ def plot(results, path):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
-        print(f"bench: {message} (see python -m checks bench --help)", file=sys.stderr)
+        print(f"bench: {message} (see python -m instruments.bench --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -402,7 +402,7 @@ def positive(text):
 
 
 def parse(argv):
-    parser = Parser(prog="python -m checks bench", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m instruments.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=sizes_arg, default=[100, 10_000, 100_000],
                         help="list sizes to measure, comma-separated (default 100,10000,100000)")
     parser.add_argument("--duration", type=positive, default=5,

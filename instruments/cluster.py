@@ -1,6 +1,6 @@
 """`make cluster`: a rehearsal of an Elastic Beanstalk environment with several instances, on loopback.
 
-    python -m checks cluster start|stop|status
+    python -m instruments.cluster start|stop|status
 
 nginx stands in for EB's load balancer and spreads requests over two gunicorn instances of final/
 (EB's flags). The instances share three SASL memcached nodes (ketama hashing, as MemCachier's
@@ -21,8 +21,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from checks import harness, memstat, services
-from checks.services import ServiceError
+from runtime import harness, memcached, services
+from runtime.services import ServiceError
 
 ROOT = services.ROOT
 RUN_DIR = ROOT / ".cluster"
@@ -333,11 +333,11 @@ class Cluster:
     def node_value(self, i, name):
         """The raw value of key CACHE_KEY_PREFIX + NAME on node I, or None when it is absent."""
         key = (self.key_prefix + name).encode()
-        # The binary protocol's GET, after memstat's SASL login: no pylibmc in this process.
-        with memstat.connect(self.nodes[i].address, services.SASL_USER, services.SASL_PASSWORD) as sock:
-            sock.sendall(memstat.HEADER.pack(0x80, OP_GET, len(key), 0, 0, 0, len(key), 0, 0) + key)
-            header = memstat.HEADER.unpack(memstat._read_exact(sock, memstat.HEADER.size))
-            body = memstat._read_exact(sock, header[6])
+        # The binary protocol's GET, after the SASL login of runtime.memcached: no pylibmc in this process.
+        with memcached.connect(self.nodes[i].address, services.SASL_USER, services.SASL_PASSWORD) as sock:
+            sock.sendall(memcached.HEADER.pack(0x80, OP_GET, len(key), 0, 0, 0, len(key), 0, 0) + key)
+            header = memcached.HEADER.unpack(memcached._read_exact(sock, memcached.HEADER.size))
+            body = memcached._read_exact(sock, header[6])
         return body[header[3] + header[2]:] if header[5] == 0 else None
 
     def node_holding(self, name):
@@ -419,7 +419,7 @@ def status():
 def main(argv):
     actions = {"start": start, "stop": stop, "status": status}
     if len(argv) != 2 or argv[1] not in actions:
-        print("usage: python -m checks cluster start|stop|status", file=sys.stderr)
+        print("usage: python -m instruments.cluster start|stop|status", file=sys.stderr)
         return 2
     try:
         actions[argv[1]]()

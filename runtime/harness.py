@@ -23,8 +23,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from checks import memstat, services
-from checks.services import HarnessError  # noqa: F401  (re-exported for callers)
+from runtime import memcached, services
+from runtime.services import HarnessError  # noqa: F401  (re-exported for callers)
 
 # Elastic Beanstalk's default: gunicorn --workers=1 --threads=15 application:application
 EB_WORKERS = 1
@@ -65,7 +65,7 @@ class CacheServer(services.Memcached):
 
     def stats(self):
         """memcached's own counters, as integers."""
-        raw = memstat.counters(self.address, self.username, self.password)
+        raw = memcached.counters(self.address, self.username, self.password)
         return {k: raw.get(k, 0) for k in COUNTERS}
 
     @contextlib.contextmanager
@@ -78,7 +78,7 @@ class CacheServer(services.Memcached):
         delta.update({k: after[k] - before.get(k, 0) for k in after})
 
     def flush(self):
-        memstat.flush(self.address, self.username, self.password)
+        memcached.flush(self.address, self.username, self.password)
 
     def keys(self):
         """Every key in memcached. Only a plain instance can list them (lru_crawler metadump)."""
@@ -248,7 +248,7 @@ class App:
 
     def visitor(self):
         """A fresh visitor with its own cookies, who submits forms the way a browser does."""
-        from checks.visitor import Visitor
+        from runtime.visitor import Visitor
 
         return Visitor(self.url)
 

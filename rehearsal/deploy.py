@@ -1,4 +1,4 @@
-"""python -m checks deploy: rehearse `eb deploy` of the repository root on this machine.
+"""python -m rehearsal: rehearse `eb deploy` of the repository root on this machine.
 
 We cannot reach AWS from here, so this replays what Elastic Beanstalk does with the source
 bundle, as closely as one machine allows, and reports every way the bundle would fail:
@@ -40,7 +40,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from checks.services import ServiceError
+from runtime.services import ServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / "build" / "wheels"
@@ -48,7 +48,7 @@ PLATFORM = "Python 3.11 running on 64bit Amazon Linux 2023"
 # EB's virtualenv lives at /var/app/venv/staging-<random>; this is the name seen on AL2 instances.
 VENV_NAME = "staging-LQM1lest"
 MAX_BUNDLE_BYTES = 500 * 1024 * 1024  # EB rejects larger source bundles
-USAGE = "usage: python -m checks deploy [--ref REF | --dir DIR] [--static]"
+USAGE = "usage: python -m rehearsal [--ref REF | --dir DIR] [--static]"
 
 # Top-level keys of a configuration file (docs: customize-containers-ec2, environment-resources).
 TOP_LEVEL_KEYS = ("option_settings", "packages", "groups", "users", "sources", "files", "commands",
@@ -126,9 +126,9 @@ DEBIAN_NAMES = {"libmariadb-dev": "mariadb105-devel", "default-libmysqlclient-de
                 "python3.11-dev": "python3.11-devel", "build-essential": "gcc",
                 "pkg-config": "pkgconf-pkg-config"}
 # What a bundle must never carry: the workshop's own tooling and local state.
-FORBIDDEN_TOP = {"steps", "tests", "checks", "notebooks", "workspace", "scripts", "build", ".ci",
-                 ".git", ".venv", "venv", ".services", ".pytest_cache", "services.env",
-                 "requirements-dev.txt", ".elasticbeanstalk"}
+FORBIDDEN_TOP = {"steps", "tests", "checks", "runtime", "instruments", "rehearsal", "notebooks",
+                 "workspace", "scripts", "build", ".ci", ".git", ".venv", "venv", ".services",
+                 ".pytest_cache", "services.env", "requirements-dev.txt", ".elasticbeanstalk"}
 FORBIDDEN_PARTS = {"__pycache__", "instance", ".ipynb_checkpoints", "node_modules"}
 FORBIDDEN_SUFFIXES = {".pyc", ".ipynb", ".sqlite", ".sqlite3"}
 
@@ -1029,7 +1029,7 @@ class Replay:
         return not missing
 
     def start_services(self):
-        from checks import harness
+        from runtime import harness
 
         self.database = harness.Database("mariadb").create()
         self.memcached = harness.CacheServer(sasl=True).start()
@@ -1040,7 +1040,7 @@ class Replay:
 
     def environment(self, *, venv_on_path):
         """What EB gives the app: environment properties (config + `eb setenv`) and RDS_*."""
-        from checks import harness
+        from runtime import harness
 
         path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         env = {"PATH": f"{self.venv}/bin:{path}" if venv_on_path else path,
@@ -1121,7 +1121,7 @@ class Replay:
         return shlex.join(out)
 
     def start_server(self):
-        from checks import services
+        from runtime import services
 
         port = services.free_port()
         env = self.environment(venv_on_path=True)
@@ -1168,7 +1168,7 @@ class Replay:
 
     def probe(self):
         import requests
-        from checks.visitor import Visitor
+        from runtime.visitor import Visitor
 
         path = self.health_path()
         try:
@@ -1384,7 +1384,7 @@ def rehearse(source, *, static_only=False, out=None):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m checks deploy", add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m rehearsal", add_help=False)
     parser.add_argument("--ref")
     parser.add_argument("--dir")
     parser.add_argument("--static", action="store_true")

@@ -1,10 +1,10 @@
-"""`python -m checks dashboard`: the MemCachier analytics view, on the learner's own machine.
+"""`python -m instruments.dashboard`: the MemCachier analytics view, on the learner's own machine.
 
 Serves one page at http://127.0.0.1:5050 that shows memcached's counters (one column per server,
 plus a total), refreshed every second, with a hits/misses chart and a "since you clicked Mark"
 strip. It reads MEMCACHIER_* like the apps do, so by default it watches the app's memcached. It
 never writes to the app; its only writes to memcached are the Reset and Flush buttons.
-Standard library only (counters come from checks.memstat).
+Standard library only (counters come from runtime.memcached).
 """
 import argparse
 import errno
@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from checks import memstat, services
+from runtime import memcached, services
 
 DEFAULT_PORT = 5050
 PAGE = Path(__file__).resolve().parent / "dashboard_assets" / "page.html"
@@ -182,8 +182,8 @@ class Monitor:
 
     def _read(self, address):
         try:
-            return memstat.stats(address, self.username, self._password)
-        except memstat.MemcachedError as exc:
+            return memcached.stats(address, self.username, self._password)
+        except memcached.MemcachedError as exc:
             return problem(address, exc)
         except Exception as exc:  # never let one bad answer stop the dashboard
             return problem(address, f"memcached at {address} gave an answer the dashboard "
@@ -224,10 +224,10 @@ class Monitor:
                     down.append(address)
                     continue
                 try:
-                    memstat.reset(address, self.username, self._password)
+                    memcached.reset(address, self.username, self._password)
                     self.zeros.pop(address, None)
                     done.append(address)
-                except (memstat.MemcachedError, OSError) as exc:
+                except (memcached.MemcachedError, OSError) as exc:
                     self.zeros[address] = current[address]
                     own.append(f"{address} ({exc})")
             self.sample()
@@ -250,8 +250,8 @@ class Monitor:
             failed = []
             for address in self.servers:
                 try:
-                    memstat.flush(address, self.username, self._password)
-                except (memstat.MemcachedError, OSError) as exc:
+                    memcached.flush(address, self.username, self._password)
+                except (memcached.MemcachedError, OSError) as exc:
                     failed.append(str(exc))
             self.notice = ("Flush failed: " + "; ".join(failed)) if failed else \
                 "Flushed: every item is gone; the next reads will miss."
@@ -385,7 +385,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_args(args):
-    parser = Parser(prog="python -m checks dashboard",
+    parser = Parser(prog="python -m instruments.dashboard",
                     description="A live view of memcached's counters at http://127.0.0.1:5050. "
                                 "Each setting comes from its option, else the environment, "
                                 "else services.env.")

@@ -1,6 +1,6 @@
 """The workshop's local services: one MariaDB, one plain memcached, one SASL memcached.
 
-`make services` runs `python3 -m checks.services start`. Everything runs on loopback from
+`make services` runs `python3 -m runtime.services start`. Everything runs on loopback from
 `.services/`, on ports of its own, so a distribution's own MariaDB or memcached never gets in the
 way. The connection settings go to one env file, `services.env`; every tool and test reads it
 through `load_env()`. Standard library only: this runs before the virtualenv exists.
@@ -327,7 +327,7 @@ def status():
 def main(argv):
     actions = {"start": start, "stop": stop, "status": status}
     if len(argv) != 1 or argv[0] not in actions:
-        print("usage: python3 -m checks.services start|stop|status", file=sys.stderr)
+        print("usage: python3 -m runtime.services start|stop|status", file=sys.stderr)
         return 2
     try:
         actions[argv[0]]()

@@ -1,0 +1,1 @@
+"""The instruments: the memcached dashboard, the benchmark and the local cluster."""
