@@ -3,10 +3,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "run": "checks.cli",
-    "progress": "checks.cli",
-    "grade": "checks.cli",
-    "doctor": "checks.cli",
+    "run": "checks.run",
+    "progress": "checks.progress",
+    "grade": "checks.grade",
+    "doctor": "checks.doctor",
 }
 USAGE = "usage: python -m checks {" + ",".join(COMMANDS) + "} ..."
 
@@ -16,9 +16,9 @@ def main(argv):
         print(USAGE if not argv or argv[0] in ("-h", "--help") else
               f"checks: unknown command {argv[0]!r}. {USAGE}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(COMMANDS[argv[0]])
-    # Each module's main takes the command name first, so one module can serve several commands.
-    return module.main(argv)
+    from checks.cli import invoke
+
+    return invoke(argv[0], importlib.import_module(COMMANDS[argv[0]]).main, argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,98 +1,29 @@
-"""The pytest side of the stage checker: the manifest, the options, stage selection and results.
+"""The pytest side of the stage checker: options, stage selection, and one Result per expectation.
 
-checks/stages.py holds one test per manifest expectation, named check_<stage>_<id>. This plugin
-gives those tests their app folder (--app), runs only the stages asked for (--stage), and
-collects each outcome with the manifest's text, hint and lesson section, so the CLI, the JSON
-file and the instructor's report all say the same thing.
+checks/stages.py holds one test per manifest expectation, named check_<stage>_<id>, and
+checks/subject.py the app they judge (loaded from here). This plugin gives those tests their app
+folder (--app), runs only the stages asked for (--stage), and collects each outcome with the
+manifest's text, hint and lesson section, so the commands, the JSON file and the instructor's
+report all say the same thing. A check that found the app hung or crashed says so in
+`Result.app`, taken from the exception's `state`.
 
     python -m pytest -p checks.plugin checks/stages.py -o python_functions='check_*' \
         --app workspace --stage 04 -x
 """
-import os
 import re
-import tomllib
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-STEPS = ROOT / "steps"
-MANIFEST = STEPS / "steps.toml"
-# Another manifest, for tests of the checker itself (python -m checks run --manifest FILE works too).
-MANIFEST_ENV = "WORKSHOP_MANIFEST"
+from checks.manifest import ROOT, Expectation, expectations_by_test, load_manifest
+
+pytest_plugins = ["checks.subject"]
 TEST_NAME = re.compile(r"^check_(\d\d)_(\w+)$")
 OUTPUT_LINES = 20
-
-
-class ManifestError(Exception):
-    """The manifest is missing, unreadable or malformed; the message says which and where."""
-
-
-@dataclass
-class Expectation:
-    stage: str
-    id: str
-    text: str
-    hint: str
-    section: str
-    points: int = 1
-    informational: bool = False
-
-    @property
-    def test_name(self):
-        return f"check_{self.stage}_{self.id}"
-
-
-@dataclass
-class Stage:
-    number: str
-    folder: str
-    title: str
-    lesson: str
-    hints: list = field(default_factory=list)
-    expectations: list = field(default_factory=list)
-
-    @property
-    def lesson_path(self):
-        return f"steps/{self.folder}/{self.lesson}"
-
-
-def manifest_path(path=None):
-    return Path(path or os.environ.get(MANIFEST_ENV) or MANIFEST)
-
-
-def load_manifest(path=None):
-    """The stages, in order, each with its expectations. Raises ManifestError with one line."""
-    path = manifest_path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(f"manifest {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read manifest {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"manifest {path} is not valid TOML: {exc}") from None
-    stages = []
-    try:
-        for step in data["step"]:
-            stage = Stage(str(step["number"]), step["folder"], step["title"], step["lesson"],
-                          list(step.get("hints", [])))
-            for item in step.get("expect", []):
-                stage.expectations.append(Expectation(
-                    stage.number, item["id"], item["text"], item["hint"], item["section"],
-                    int(item.get("points", 1)), bool(item.get("informational", False))))
-            stages.append(stage)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ManifestError(f"manifest {path} is malformed: missing or bad field {exc}") from None
-    if not stages:
-        raise ManifestError(f"manifest {path} lists no [[step]]")
-    return stages
-
-
-def expectations_by_test(stages):
-    return {e.test_name: e for s in stages for e in s.expectations}
+# Exceptions that are a verdict on the app; any other is a fault in a check.
+VERDICTS = ("Failed", "AppProblem", "AssertionError", "HarnessError", "ServiceError", "BootError",
+            "ManifestError")
 
 
 # ---- pytest hooks ------------------------------------------------------------------------------
@@ -135,6 +66,12 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+@pytest.fixture
+def observe(request):
+    """Record what an informational check saw; it is reported, never failed."""
+    return lambda text: request.node.user_properties.append(("observed", text))
+
+
 # ---- results -----------------------------------------------------------------------------------
 
 @dataclass
@@ -144,6 +81,7 @@ class Result:
     observed: str = ""
     output: str = ""
     duration: float = 0.0
+    app: str = None  # "hung" or "crashed" when the check found the app so
 
     @property
     def passed(self):
@@ -163,6 +101,7 @@ class Result:
             "points_earned": e.points if self.passed and not e.informational else 0,
             "informational": e.informational,
             "observed": self.observed or None,
+            "app": self.app,
             "hint": e.hint,
             "lesson": f"{stage.lesson_path}, section \"{e.section}\"" if stage else e.section,
             "duration": round(self.duration, 3),
@@ -198,6 +137,8 @@ class Results:
                 result.observed = value
             elif key == "output":
                 result.output = value
+            elif key == "app":
+                result.app = value
         if report.failed and report.when in ("setup", "call") and result.status == "pass":
             result.status = "error" if report.when == "setup" else "fail"
             result.observed = failure_line(report)
@@ -252,8 +193,10 @@ def pytest_runtest_makereport(item, call):
             report.user_properties.append(("output", "\n".join(output.splitlines()[-OUTPUT_LINES:])))
         elif subject is not None:
             report.user_properties.append(("output", subject.log_tail(OUTPUT_LINES)))
-        if call.excinfo.type.__name__ not in ("Failed", "AppProblem", "AssertionError",
-                                                "HarnessError", "ServiceError", "ManifestError"):
+        state = getattr(call.excinfo.value, "state", None)
+        if state:
+            report.user_properties.append(("app", state))
+        if call.excinfo.type.__name__ not in VERDICTS:
             # Not a verdict on the app but a fault in a check: keep the traceback for whoever fixes it.
             report.user_properties.append(
                 ("output", "".join(traceback.format_exception(call.excinfo.value))[-3000:]))

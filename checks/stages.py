@@ -1,322 +1,24 @@
-"""What each stage of the workshop asks of the learner's app, checked on the running app.
+"""What each stage of the workshop asks of the learner's app: one check per expectation.
 
 One test per expectation in steps/steps.toml, named check_<stage>_<id>; checks/plugin.py runs
-them and attaches the manifest's hint to each failure. Every app is booted through
-runtime/harness.py: a copy of the folder, an empty SQLite database, and a memcached of its own,
-SASL by default (as MemCachier runs it), plain where a check lists keys. The app is booted once
-per configuration for the whole run, so every check leaves the app usable and names its own
-tasks. Only stage 03 reads files (the deploy configuration); every other check judges what the
-app does, through HTTP and memcached's own counters.
+them and attaches the manifest's hint to each failure. The fixtures `app` and `listing_app` are
+the running app (checks/subject.py), booted once per configuration for the whole run, so every
+check leaves the app usable and names its own tasks. Only stage 03 reads files (the deploy
+configuration, by the same rules as `make deploy-check`); every other check judges what the app
+does, through HTTP and memcached's own counters.
 """
-import contextlib
+import base64
 import os
 import re
 import secrets
 import subprocess
 import sys
-import threading
-from html.parser import HTMLParser
-from pathlib import Path
-from urllib.parse import urljoin, urlsplit
-
-import pytest
-import requests
-
-from runtime import harness
-from runtime.visitor import Visitor
-
-
-class AppProblem(Exception):
-    """The app under test did not start, crashed or stopped answering; `output` holds its log."""
-
-    def __init__(self, message, output=""):
-        super().__init__(message)
-        self.output = output
-
-
-# ---- the app under test ------------------------------------------------------------------------
-
-class Subject:
-    """The app under test as a check sees it: visitors, memcached's counters and keys, its log."""
-
-    # Set once a request timed out, so later checks (on either configuration) fail at once.
-    hung = None
-
-    def __init__(self, app, request_timeout):
-        self.app = app
-        self.request_timeout = request_timeout
-        self._second = None
-
-    def visitor(self, url=None):
-        """A new visitor with no cookies."""
-        return CheckVisitor(self, url or self.app.url)
-
-    def second_process(self):
-        """The URL of one more app process sharing this one's memcached and database."""
-        if self._second is None:
-            try:
-                self._second = self.app.spawn().url
-            except harness.HarnessError as exc:
-                raise AppProblem(f"a second app process did not start: {summarise(str(exc))}") from None
-        return self._second
-
-    def counters(self):
-        return self.app.counters()
-
-    def flush(self):
-        self.app.memcached.flush()
-
-    def keys(self):
-        return self.app.memcached.keys()
-
-    def value(self, key):
-        """The raw bytes memcached holds under KEY (plain memcached only), or None."""
-        return harness.raw_get(self.app.memcached.port, key)
-
-    def restart(self):
-        try:
-            for server in self.app.servers:
-                kill(server.proc)
-                server.start()
-        except harness.HarnessError as exc:
-            raise AppProblem(f"the app did not start again: {summarise(str(exc))}") from None
-
-    def stop(self):
-        """Kill the app's processes and its memcached: nothing in them is worth a clean exit,
-        and a graceful stop costs seconds per process (longer still if a request hangs)."""
-        for server in self.app.servers:
-            kill(server.proc)
-        if self.app.memcached is not None:
-            kill(self.app.memcached.proc)
-
-    def migration_versions(self):
-        """The Alembic revisions recorded in the app's SQLite database, or None without one."""
-        import sqlite3
-
-        files = [p for pattern in ("*.sqlite", "*.sqlite3", "*.db")
-                 for p in self.app.workdir.rglob(pattern)]
-        if not files:
-            return None
-        versions = []
-        for path in files:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-                try:
-                    versions += [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
-                except sqlite3.Error:
-                    pass
-        return versions
-
-    def log_tail(self, lines=20):
-        return harness.log_tail(self.app.log, lines)
-
-
-class CheckVisitor(Visitor):
-    """A visitor whose failures say what the app did: a 5xx, a dropped connection, no answer."""
-
-    def __init__(self, subject, base_url):
-        super().__init__(base_url, timeout=subject.request_timeout)
-        self.subject = subject
-
-    def _call(self, method, url, send):
-        if self.subject.hung:
-            raise AppProblem(f"the app stopped answering earlier ({self.subject.hung})")
-        path = urlsplit(self.url(url) if "://" not in url else url).path or "/"
-        try:
-            response = send()
-        except requests.Timeout:
-            Subject.hung = f"{method} {path} got no answer within {self.timeout:.0f} s"
-            raise AppProblem(self.subject.hung) from None
-        except requests.ConnectionError:
-            raise AppProblem(f"{method} {path}: the app closed the connection (did it crash?)") from None
-        if response.status_code >= 500:
-            raise AppProblem(f"{method} {path} answered {response.status_code} {response.reason}")
-        return response
-
-    def get(self, path="/", **kwargs):
-        return self._call("GET", path, lambda: Visitor.get(self, path, **kwargs))
-
-    def post(self, path, data=None, **kwargs):
-        return self._call("POST", path, lambda: Visitor.post(self, path, data, **kwargs))
-
-    def submit(self, form, values=None, follow=True):
-        return self._call(form.method, form.action, lambda: Visitor.submit(self, form, values, follow))
-
-    def add_form(self, path="/"):
-        """The form that adds a task: a POST form with a text field."""
-        form = next((f for f in self.forms(path) if f.method == "POST" and f.texts), None)
-        assert form is not None, f"GET {path} shows no form with a text field for a task's name"
-        return form
-
-    def add_task(self, name, path="/", follow=True):
-        form = self.add_form(path)
-        return self.submit(form, {form.texts[0]: name}, follow=follow)
-
-    def with_cookies_of(self, other):
-        self.http.cookies.update(other.http.cookies)
-        return self
-
-
-def kill(proc):
-    """SIGKILL a process and its children (gunicorn's workers), and reap it."""
-    if proc is None or proc.poll() is not None:
-        return
-    import psutil
-
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    for process in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    proc.kill()
-    proc.wait()  # the workers are init's to reap now; waiting on that is slow and needless
-
-
-def summarise(text):
-    """The line of a harness error that says what went wrong: the exception, if one is shown."""
-    text = re.sub(r"/\S*?/workshop-app-[^/\s]+/app/", "", text)  # the copy's path means nothing to a learner
-    head, _, rest = text.partition(": ")
-    errors = [line.strip() for line in rest.splitlines()
-              if re.match(r"^\s*[\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
-    detail = errors[-1] if errors else (rest.strip().splitlines() or [""])[-1].strip()
-    return f"{head}: {detail}" if detail else head
-
-
-class Boot:
-    """One configuration of the app, started in a background thread so that two start at once."""
-
-    def __init__(self, config, cache):
-        self.config, self.cache = config, cache
-        self.subject = self.error = None
-        self.stack = contextlib.ExitStack()
-        self.thread = threading.Thread(target=self._start, name=f"boot-{cache}", daemon=True)
-        self.thread.start()
-
-    def _start(self):
-        try:
-            app = self.stack.enter_context(harness.run_app(
-                Path(self.config.getoption("--app")), database="sqlite", cache=self.cache,
-                boot_timeout=self.config.getoption("--boot-timeout")))
-            self.subject = Subject(app, self.config.getoption("--request-timeout"))
-        except harness.HarnessError as exc:
-            summary = summarise(str(exc))
-            if not summary.startswith("the app"):
-                summary = "the app did not start: " + summary
-            self.error = AppProblem(summary, str(exc))
-        except BaseException as exc:  # handed to the test that waits for this app
-            self.error = exc
-
-    def result(self):
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.subject
-
-    def close(self):
-        self.thread.join()
-        if self.subject is not None:
-            self.subject.stop()
-        self.stack.close()
-
-
-@pytest.fixture(scope="session")
-def boots(request):
-    """Each configuration this run needs, started together as soon as one is asked for."""
-    needed = {name for item in request.session.items for name in item.fixturenames}
-    started = {}
-
-    def start(cache):
-        if cache not in started:
-            started[cache] = Boot(request.config, cache)
-        return started[cache]
-
-    def get(cache):
-        start(cache)
-        for fixture, other in (("app", "sasl"), ("listing_app", "plain")):
-            if fixture in needed:
-                start(other)
-        return started[cache].result()
-
-    yield get
-    for boot in started.values():
-        boot.close()
-
-
-@pytest.fixture(scope="session")
-def app(boots):
-    """The app on SQLite with a SASL memcached of its own, the way MemCachier serves it."""
-    return boots("sasl")
-
-
-@pytest.fixture(scope="session")
-def listing_app(boots):
-    """The app with a plain memcached of its own, whose keys can be listed."""
-    return boots("plain")
-
-
-@pytest.fixture(scope="session")
-def app_dir(pytestconfig):
-    return Path(pytestconfig.getoption("--app")).resolve()
-
-
-@pytest.fixture
-def observe(request):
-    """Record what an informational check saw; it is reported, never failed."""
-    return lambda text: request.node.user_properties.append(("observed", text))
-
-
-# ---- reading pages -----------------------------------------------------------------------------
-
-class TextParser(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.texts, self._skip = [], 0
-
-    def handle_starttag(self, tag, attrs):
-        self._skip += tag in ("script", "style")
-
-    def handle_endtag(self, tag):
-        self._skip -= tag in ("script", "style") and self._skip > 0
-
-    def handle_data(self, data):
-        if not self._skip and data.strip():
-            self.texts.append(" ".join(data.split()))
-
-
-def texts(page):
-    parser = TextParser()
-    parser.feed(page)
-    return parser.texts
-
-
-def shows(page, name):
-    return any(name in text for text in texts(page))
-
-
-def occurrences(page, name):
-    return sum(text.count(name) for text in texts(page))
-
-
-DELETE_ACTION = re.compile(r"""action=["'][^"']*?/(\d+)/delete/?["']""")
-
-
-def task_ids(page):
-    """The ids of the tasks listed, read from their delete buttons."""
-    return [int(i) for i in DELETE_ACTION.findall(page)]
-
-
-def task_id(page, name):
-    """The id of task NAME: the first delete button after its name, as in a table row."""
-    at = page.find(name)
-    match = DELETE_ACTION.search(page, at) if at >= 0 else None
-    return int(match.group(1)) if match else None
-
-
-def new_texts(page, baseline):
-    """Text on PAGE that BASELINE (the same list seen by a fresh visitor) does not have."""
-    seen = set(texts(baseline))
-    return [t for t in texts(page) if t not in seen]
+import zlib
+from urllib.parse import urljoin
+
+from rehearsal.bundle import walk_tree
+from rehearsal.rules import judge
+from runtime.taskpage import new_texts, occurrences, shows, task_id, task_ids, texts
 
 
 def new_name(label):
@@ -409,16 +111,9 @@ def check_02_no_double_add(app):
 
 
 # ---- 03 the deploy files -----------------------------------------------------------------------
-# The one stage judged by reading files: what Elastic Beanstalk reads from the bundle's root.
-
-EB_KEYS = {"option_settings", "packages", "sources", "files", "users", "groups", "commands",
-           "container_commands", "services", "Resources"}
-DEV_TOOLS = re.compile(
-    r"^(pytest(-.*)?|jupyter.*|jupyterlab.*|notebook|ipython|ipykernel|ipywidgets|nbclient|nbconvert"
-    r"|nbformat|nbmake|awsebcli|awscli|boto3-stubs|playwright|selenium|black|ruff|flake8|pylint|mypy"
-    r"|isort|coverage|tox|nox|pre-commit|debugpy|pip-tools|locust|pyflakes|pycodestyle)$")
-ACTIVATE = re.compile(r"/var/app/venv/\S*/bin/activate")
-
+# The one stage judged by reading files: what Elastic Beanstalk reads from the bundle's root, by
+# the rules `make deploy-check` applies (rehearsal/rules.py), each finding under the check it
+# belongs to.
 
 def deploy_root(app_dir):
     """APP_DIR if it holds .ebextensions/, else the nearest parent that does and deploys APP_DIR."""
@@ -434,75 +129,50 @@ def deploy_root(app_dir):
     return None
 
 
-def deploy_configs(app_dir):
+def deploy_findings(app_dir):
+    """The deploy rules' findings on APP_DIR's bundle root, one list per check of stage 03."""
     root = deploy_root(app_dir)
-    assert root is not None, f"{app_dir.name}/ has no .ebextensions/ folder (nor does a parent folder that deploys it)"
-    configs = sorted((root / ".ebextensions").glob("*.config"))
-    assert configs, f"{root.name}/.ebextensions/ holds no *.config file"
-    return root, configs
+    assert root is not None, \
+        f"{app_dir.name}/ has no .ebextensions/ folder (nor does a parent folder that deploys it)"
+    judged = judge(root, [f".ebextensions/{f}" for f in walk_tree(root / ".ebextensions")])
+    config = [f for found in judged.by_config.values() for f in found]
+    commands = [f for f in config if ": container_commands" in f.where]
+    return root, judged, {
+        "ebextensions": [*judged.unreadable, *(f for f in config if f not in commands),
+                         *judged.static_files],
+        "migration_command": commands,
+        "requirements": judged.requirements,
+        "entry_point": judged.entry_point,
+    }
 
 
-def load_config(path):
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text(errors="replace"))
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise AssertionError(f".ebextensions/{path.name} is not valid YAML{line}: "
-                             f"{getattr(exc, 'problem', None) or exc}") from None
-    return doc
+def no_findings(findings):
+    assert not findings, "; ".join(map(str, findings))
 
 
 def check_03_ebextensions(app_dir):
-    _, configs = deploy_configs(app_dir)
-    for path in configs:
-        doc = load_config(path)
-        assert isinstance(doc, dict), f".ebextensions/{path.name} is not a mapping of sections"
-        unknown = sorted(set(doc) - EB_KEYS)
-        assert not unknown, f".ebextensions/{path.name} has unknown top-level keys: {', '.join(unknown)}"
+    root, judged, findings = deploy_findings(app_dir)
+    assert judged.configs or judged.unreadable, f"{root.name}/.ebextensions/ holds no *.config file"
+    no_findings(findings["ebextensions"])
 
 
 def check_03_migration_command(app_dir):
-    _, configs = deploy_configs(app_dir)
-    found = []
-    for path in configs:
-        doc = load_config(path)
-        commands = doc.get("container_commands") if isinstance(doc, dict) else None
-        for name, entry in (commands or {}).items():
-            command = entry.get("command", "") if isinstance(entry, dict) else ""
-            command = " ".join(command) if isinstance(command, list) else str(command)
-            if "db upgrade" in command:
-                found.append((path.name, name, command, entry))
-    assert found, "no container_commands entry runs `flask db upgrade`"
-    for file, name, command, entry in found:
-        assert ACTIVATE.search(command), \
-            f"{file}: {name} runs `{command}` without activating /var/app/venv/*/bin/activate"
-        assert str(entry.get("leader_only")).lower() == "true", \
-            f"{file}: {name} lacks leader_only: true, so every instance would migrate"
+    _, judged, findings = deploy_findings(app_dir)
+    no_findings(findings["migration_command"])
+    assert any("db upgrade" in str(spec.get("command")) for config in judged.configs
+               for spec in (config.data.get("container_commands") or {}).values()
+               if isinstance(spec, dict)), "no container_commands entry runs `flask db upgrade`"
+
+
+def check_03_entry_point(app_dir):
+    no_findings(deploy_findings(app_dir)[2]["entry_point"])
 
 
 def check_03_requirements(app_dir):
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
-    root = deploy_root(app_dir)
-    assert root is not None, f"{app_dir.name}/ has no .ebextensions/, so there is no bundle root to hold requirements.txt"
+    root, _, findings = deploy_findings(app_dir)
     path = root / "requirements.txt"
     assert path.is_file(), f"{root.name}/ has no requirements.txt next to .ebextensions/"
-    tools = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.split(" #")[0].strip()
-        if not line or line.startswith(("#", "-")):
-            continue
-        try:
-            name = canonicalize_name(Requirement(line).name)
-        except InvalidRequirement as exc:
-            raise AssertionError(f"requirements.txt: {line!r} is not a requirement: {exc}") from None
-        if DEV_TOOLS.match(name):
-            tools.append(name)
-    assert not tools, f"requirements.txt names development tools: {', '.join(tools)}"
+    no_findings(findings["requirements"])
     # A dry run against the packages installed for the workshop: offline, and no build.
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_NO_INPUT": "1"}
@@ -706,9 +376,6 @@ def check_09_session_in_memcached(listing_app):
 
 def signed_data(cookie):
     """True when COOKIE is Flask's own session cookie: signed, base64 JSON, compressed or not."""
-    import base64
-    import zlib
-
     payload = cookie.lstrip(".").split(".")[0]
     try:
         data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))

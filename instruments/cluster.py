@@ -21,7 +21,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from runtime import harness, memcached, services
+from runtime import harness, memcached, processes, services
 from runtime.services import ServiceError
 
 ROOT = services.ROOT
@@ -30,7 +30,6 @@ FINAL = ROOT / "final"
 STATE = "cluster.json"
 # Keys of our own, so tests can find which node holds a given entry.
 KEY_PREFIX = "task-list:cluster:"
-OP_GET = 0x00
 
 
 @dataclass
@@ -234,24 +233,15 @@ class Cluster:
 
     def app_env(self):
         """What Elastic Beanstalk would give every instance: the same settings and SECRET_KEY."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(harness.OWNED_PREFIXES)}
-        env.update({
-            "RDS_HOSTNAME": "127.0.0.1",
-            "RDS_PORT": str(self.ports.mariadb),
-            "RDS_DB_NAME": services.DB_NAME,
-            "RDS_USERNAME": services.DB_USER,
-            "RDS_PASSWORD": services.DB_PASSWORD,
-            "MEMCACHIER_SERVERS": ",".join(n.address for n in (self.links or self.nodes)),
-            "MEMCACHIER_USERNAME": services.SASL_USER,
-            "MEMCACHIER_PASSWORD": services.SASL_PASSWORD,
-            "SASL_PATH": services.sasl_plugin_dir(),
-            "SECRET_KEY": "cluster-" + secrets.token_hex(16),
-            "CACHE_KEY_PREFIX": KEY_PREFIX,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update(self.extra_env)
-        return env
+        database = {"RDS_HOSTNAME": "127.0.0.1", "RDS_PORT": str(self.ports.mariadb),
+                    "RDS_DB_NAME": services.DB_NAME, "RDS_USERNAME": services.DB_USER,
+                    "RDS_PASSWORD": services.DB_PASSWORD}
+        return harness.app_environment(
+            harness.inherited(), database=database,
+            servers=",".join(n.address for n in (self.links or self.nodes)),
+            username=services.SASL_USER, password=services.SASL_PASSWORD,
+            secret_key="cluster-" + secrets.token_hex(16),
+            extra={"CACHE_KEY_PREFIX": KEY_PREFIX, **self.extra_env})
 
     def _start_nginx(self):
         folder = self.run_dir / "nginx"
@@ -274,14 +264,14 @@ class Cluster:
         return [self.run_dir / name for name in names]
 
     def running(self):
-        return any(services.pid_alive(pid) for pid in map(services.read_pid, self.pidfiles()) if pid)
+        return any(processes.alive(pid) for pid in map(processes.read_pid, self.pidfiles()) if pid)
 
     def stop(self):
         """Stop every process this cluster started, found by its pid file."""
         for pidfile in self.pidfiles():
-            pid = services.read_pid(pidfile)
-            if pid and services.pid_alive(pid):
-                services.stop_pid(pid, pidfile.stem, timeout=30)
+            pid = processes.read_pid(pidfile)
+            if pid and processes.alive(pid):
+                processes.stop(pid, timeout=30, name=pidfile.stem)
             pidfile.unlink(missing_ok=True)
         for proc in [self.nginx] + [s.proc for s in (self.app.servers if self.app else [])]:
             if proc is not None and proc.poll() is None:
@@ -322,9 +312,9 @@ class Cluster:
 
     def stop_mariadb(self):
         pidfile = self.run_dir / "mariadb.pid"
-        pid = services.read_pid(pidfile)
+        pid = processes.read_pid(pidfile)
         if pid:
-            services.stop_pid(pid, "mariadb", timeout=30)
+            processes.stop(pid, timeout=30, name="mariadb")
         pidfile.unlink(missing_ok=True)
 
     def start_mariadb(self):
@@ -332,13 +322,8 @@ class Cluster:
 
     def node_value(self, i, name):
         """The raw value of key CACHE_KEY_PREFIX + NAME on node I, or None when it is absent."""
-        key = (self.key_prefix + name).encode()
-        # The binary protocol's GET, after the SASL login of runtime.memcached: no pylibmc in this process.
-        with memcached.connect(self.nodes[i].address, services.SASL_USER, services.SASL_PASSWORD) as sock:
-            sock.sendall(memcached.HEADER.pack(0x80, OP_GET, len(key), 0, 0, 0, len(key), 0, 0) + key)
-            header = memcached.HEADER.unpack(memcached._read_exact(sock, memcached.HEADER.size))
-            body = memcached._read_exact(sock, header[6])
-        return body[header[3] + header[2]:] if header[5] == 0 else None
+        return memcached.get(self.nodes[i].address, self.key_prefix + name, services.SASL_USER,
+                             services.SASL_PASSWORD)
 
     def node_holding(self, name):
         """The index of the node that holds key CACHE_KEY_PREFIX + NAME, or None."""
@@ -411,8 +396,8 @@ def status():
                       for i, p in enumerate(ports["memcached"])})
     addresses["mariadb.pid"] = f"127.0.0.1:{ports['mariadb']}"
     for pidfile in Cluster().pidfiles():
-        pid = services.read_pid(pidfile)
-        state_text = f"running (pid {pid})" if pid and services.pid_alive(pid) else "stopped"
+        pid = processes.read_pid(pidfile)
+        state_text = f"running (pid {pid})" if pid and processes.alive(pid) else "stopped"
         print(f"  {pidfile.stem:12} {addresses.get(pidfile.name, ''):28} {state_text}")
 
 

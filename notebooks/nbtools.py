@@ -13,7 +13,6 @@ import contextlib
 import html
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ FULL_RUN = 10_000
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from runtime.harness import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
+from runtime.memcached import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
+from runtime.taskpage import names as names_on, parse_forms, task_id  # noqa: E402
 
 
 def max_tasks():
@@ -114,14 +114,6 @@ def stage_dir(number):
     return found[0]
 
 
-NAME_CELL = re.compile(r'<td class="name">(.*?)</td>', re.S)
-
-
-def names_on(page_html):
-    """The task names a task-list page shows, in order."""
-    return [html.unescape(name.strip()) for name in NAME_CELL.findall(page_html)]
-
-
 def names_in_database(app):
     """The task names the app's MariaDB database holds, oldest first."""
     conn = app.database.connect()
@@ -172,10 +164,9 @@ class Recorder:
 
     def delete(self, name):
         """Press the delete button next to NAME on the last page loaded."""
-        task_id = re.search(r'id="task-(\d+)">\s*<td class="name">' + re.escape(html.escape(name)),
-                            self.page).group(1)
-        form = next(f for f in parse_forms_on(self.page, self.visitor) if f"/{task_id}/delete" in f.action)
-        return self._record(f"POST /{task_id}/delete ({name!r})",
+        task = task_id(self.page, name)
+        form = next(f for f in parse_forms_on(self.page, self.visitor) if f"/{task}/delete" in f.action)
+        return self._record(f"POST /{task}/delete ({name!r})",
                             lambda: self.visitor.submit(form, follow=False))
 
     def table(self):
@@ -184,8 +175,6 @@ class Recorder:
 
 def parse_forms_on(page_html, visitor):
     from urllib.parse import urljoin
-
-    from runtime.visitor import parse_forms
 
     forms = parse_forms(page_html)
     for form in forms:

@@ -1,6 +1,6 @@
 """python -m rehearsal: rehearse `eb deploy` of the repository root on this machine."""
 import sys
 
-from rehearsal.deploy import main
+from rehearsal.report import main
 
 sys.exit(main(["deploy", *sys.argv[1:]]))

@@ -15,16 +15,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
-from runtime import memcached, services
-from runtime.services import HarnessError  # noqa: F401  (re-exported for callers)
+from runtime import memcached, processes, services
+from runtime.services import HarnessError
 
 # Elastic Beanstalk's default: gunicorn --workers=1 --threads=15 application:application
 EB_WORKERS = 1
@@ -36,6 +34,14 @@ OWNED_PREFIXES = ("RDS_", "MEMCACHIER_", "CACHE_", "SESSION_", "FLASK_", "SECRET
 COUNTERS = ("get_hits", "get_misses", "cmd_get", "cmd_set", "delete_hits", "delete_misses",
             "curr_items", "total_items", "bytes", "evictions", "curr_connections", "get_expired",
             "cmd_touch", "incr_hits", "incr_misses", "cas_hits", "cas_misses", "cas_badval")
+
+
+class BootError(HarnessError):
+    """The app did not come up: `state` is "hung" (no answer in time) or "crashed" (it exited)."""
+
+    def __init__(self, message, state):
+        super().__init__(message)
+        self.state = state
 
 
 def services_env():
@@ -84,48 +90,7 @@ class CacheServer(services.Memcached):
         """Every key in memcached. Only a plain instance can list them (lru_crawler metadump)."""
         if self.sasl:
             raise HarnessError("a SASL memcached speaks only the binary protocol; list keys on a plain one")
-        return list_keys(self.port)
-
-
-def text_command(port, command, end=b"END\r\n", host="127.0.0.1"):
-    """Send COMMAND to a plain memcached over the text protocol; read until END or an error."""
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(command)
-        data = b""
-        while not data.endswith(end) and not data.startswith((b"ERROR", b"CLIENT_ERROR")):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
-
-
-def metadump(port, host="127.0.0.1"):
-    """Every item of a plain memcached with its metadata: key, exp (Unix time, -1 = never), size.
-
-    The text protocol's `lru_crawler metadump`, so plain instances only (SASL speaks binary). It
-    walks the hash table: walking the LRUs (`all`) skips items that move between them meanwhile.
-    """
-    items = []
-    for line in text_command(port, b"lru_crawler metadump hash\r\n", host=host).decode().splitlines():
-        if line.startswith("key="):
-            fields = dict(part.split("=", 1) for part in line.split())
-            fields["key"] = urllib.parse.unquote(fields["key"])
-            items.append({k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in fields.items()})
-    return items
-
-
-def raw_get(port, key, host="127.0.0.1"):
-    """The stored bytes of KEY on a plain memcached, or None; no unpickling, so any app's values."""
-    data = text_command(port, f"get {key}\r\n".encode(), host=host)
-    if not data.startswith(b"VALUE "):
-        return None
-    header, _, rest = data.partition(b"\r\n")
-    return rest[:int(header.split()[3])]
-
-
-def list_keys(port, host="127.0.0.1"):
-    return [item["key"] for item in metadump(port, host)]
+        return memcached.keys(self.port)
 
 
 class Database:
@@ -202,7 +167,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise HarnessError(f"the app exited while starting: {log_tail(self.log)}")
+                raise BootError(f"the app exited while starting: {log_tail(self.log)}", "crashed")
             try:
                 # Any answer means a worker has imported the app; this path touches no cache.
                 requests.get(self.url + "/__harness_ready__", timeout=2)
@@ -210,16 +175,11 @@ class Server:
             except requests.RequestException:
                 time.sleep(0.05)
         self.stop()
-        raise HarnessError(f"the app did not answer within {timeout:.0f}s: {log_tail(self.log)}")
+        raise BootError(f"the app did not answer within {timeout:.0f}s: {log_tail(self.log)}", "hung")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # quick shutdown; nothing here needs a graceful one
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            processes.stop(self.proc, signal.SIGINT)  # quick shutdown; nothing here needs a graceful one
         self.proc = None
 
 
@@ -234,10 +194,10 @@ def log_tail(path, lines=12):
 class App:
     """A running app: its URL, its memcached, its database and a way to read counters."""
 
-    def __init__(self, workdir, env, memcached, database, workers, threads):
+    def __init__(self, workdir, env, cache, database, workers, threads):
         self.workdir = Path(workdir)
         self.env = env
-        self.memcached = memcached
+        self.memcached = cache
         self.database = database
         self.log = self.workdir.parent / "app.log"
         self.servers = [Server(self.workdir, env, workers, threads, self.log)]
@@ -287,18 +247,26 @@ class App:
             server.stop()
 
 
-def app_env(database, memcached, extra):
+def inherited():
+    """This process's environment minus what the harness decides, for an app run here."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(OWNED_PREFIXES)}
-    env.update(database.env)
-    env["SECRET_KEY"] = "harness-" + secrets.token_hex(16)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    if memcached is not None:
-        env["MEMCACHIER_SERVERS"] = memcached.address
-        if memcached.sasl:
-            env["MEMCACHIER_USERNAME"] = memcached.username
-            env["MEMCACHIER_PASSWORD"] = memcached.password
-        env["SASL_PATH"] = services_env()["SASL_PATH"] if memcached.sasl else env.get("SASL_PATH", "")
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def app_environment(base, *, database, servers=None, username=None, password=None,
+                    secret_key=None, extra=None):
+    """The one builder of an app's environment, as Elastic Beanstalk gives it: BASE, then RDS_*
+    (DATABASE), MEMCACHIER_* (SERVERS, comma-separated; USERNAME for SASL), SECRET_KEY, EXTRA."""
+    env = dict(base)
+    env.update(database)
+    env["SECRET_KEY"] = secret_key or "harness-" + secrets.token_hex(16)
+    if servers:
+        env["MEMCACHIER_SERVERS"] = servers
+    if username:
+        env["MEMCACHIER_USERNAME"], env["MEMCACHIER_PASSWORD"] = username, password
+        # Debian only: stands in for cyrus-sasl-plain in /usr/lib64/sasl2 on Amazon Linux 2023.
+        env["SASL_PATH"] = services.sasl_plugin_dir()
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env
 
@@ -316,14 +284,18 @@ def run_app(app_dir, *, database="sqlite", cache="sasl", env=None, workers=EB_WO
     if cache not in ("sasl", "plain", None):
         raise HarnessError(f"unknown cache {cache!r}: use 'sasl', 'plain' or None")
     tmp = Path(tempfile.mkdtemp(prefix="workshop-app-"))
-    memcached = db = app = None
+    server = db = app = None
     try:
         workdir = tmp / "app"
         shutil.copytree(app_dir, workdir, ignore=COPY_IGNORE)
         if cache is not None:
-            memcached = CacheServer(sasl=cache == "sasl").start()
+            server = CacheServer(sasl=cache == "sasl").start()
         db = Database(database).create()
-        app = App(workdir, app_env(db, memcached, env), memcached, db, workers, threads)
+        app_env = app_environment(inherited(), database=db.env, extra=env,
+                                  servers=server.address if server else None,
+                                  username=server.username if server else None,
+                                  password=server.password if server else None)
+        app = App(workdir, app_env, server, db, workers, threads)
         if migrate and (workdir / "migrations").is_dir():
             app.flask("db", "upgrade")
         app.servers[0].start(boot_timeout)
@@ -331,8 +303,8 @@ def run_app(app_dir, *, database="sqlite", cache="sasl", env=None, workers=EB_WO
     finally:
         if app is not None:
             app.stop()
-        if memcached is not None:
-            memcached.stop()
+        if server is not None:
+            server.stop()
         if db is not None:
             db.drop()
         shutil.rmtree(tmp, ignore_errors=True)

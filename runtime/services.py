@@ -9,13 +9,14 @@ import glob
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from runtime import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".services"
@@ -111,39 +112,6 @@ def require(program):
     return path
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # A zombie still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def read_pid(pidfile):
-    try:
-        return int(Path(pidfile).read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def stop_pid(pid, name, timeout=15.0):
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.05)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        print(f"  {name} did not stop in {timeout:.0f}s; killed it")
-
-
 def sasl_conf_dir(run_dir=RUN_DIR):
     """A SASL config for memcached with one PLAIN user, as MemCachier gives you."""
     folder = Path(run_dir) / "sasl"
@@ -194,13 +162,8 @@ class Memcached:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            processes.stop(self.proc, timeout=5)
         self.proc = None
 
     def restart(self):
@@ -229,8 +192,8 @@ def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
     """A private MariaDB with its data, pid file and log in RUN_DIR, on 127.0.0.1:PORT."""
     run_dir = Path(run_dir)
     pidfile = run_dir / "mariadb.pid"
-    pid = read_pid(pidfile)
-    if pid and pid_alive(pid) and port_open(port):
+    pid = processes.read_pid(pidfile)
+    if pid and processes.alive(pid) and port_open(port):
         print(f"  MariaDB already running (pid {pid}) on 127.0.0.1:{port}")
         return
     if port_open(port):
@@ -273,8 +236,8 @@ def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
 
 def start_memcached(name, port, sasl, run_dir=RUN_DIR):
     pidfile = Path(run_dir) / f"{name}.pid"
-    pid = read_pid(pidfile)
-    if pid and pid_alive(pid) and port_open(port):
+    pid = processes.read_pid(pidfile)
+    if pid and processes.alive(pid) and port_open(port):
         print(f"  {name} already running (pid {pid}) on 127.0.0.1:{port}")
         return
     conf = sasl_conf_dir(run_dir) if sasl else None
@@ -309,9 +272,9 @@ def start():
 def stop():
     for name in ("memcached-sasl", "memcached", "mariadb"):
         pidfile = RUN_DIR / f"{name}.pid"
-        pid = read_pid(pidfile)
-        if pid and pid_alive(pid):
-            stop_pid(pid, name, timeout=30)
+        pid = processes.read_pid(pidfile)
+        if pid and processes.alive(pid):
+            processes.stop(pid, timeout=30, name=name)
             print(f"  stopped {name} (pid {pid})")
         pidfile.unlink(missing_ok=True)
 
@@ -319,8 +282,8 @@ def stop():
 def status():
     rows = [("mariadb", MARIADB_PORT), ("memcached", PLAIN_PORT), ("memcached-sasl", SASL_PORT)]
     for name, port in rows:
-        pid = read_pid(RUN_DIR / f"{name}.pid")
-        state = "running" if pid and pid_alive(pid) and port_open(port) else "stopped"
+        pid = processes.read_pid(RUN_DIR / f"{name}.pid")
+        state = "running" if pid and processes.alive(pid) and port_open(port) else "stopped"
         print(f"  {name:15} 127.0.0.1:{port:<6} {state}")
 
 

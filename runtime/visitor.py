@@ -3,47 +3,11 @@
 A form's hidden inputs (a CSRF token, for one) are sent along with the fields you give, so the
 same code drives the steps, which have no CSRF protection, and final/, which has.
 """
-from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import requests
 
-
-class Form:
-    def __init__(self, action, method):
-        self.action, self.method = action, method.upper()
-        self.fields = {}
-        self.texts = []
-
-
-class FormParser(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.forms = []
-        self._form = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "form":
-            self._form = Form(attrs.get("action") or "", attrs.get("method") or "GET")
-            self.forms.append(self._form)
-        elif tag in ("input", "button", "textarea") and self._form is not None:
-            name = attrs.get("name")
-            kind = (attrs.get("type") or "text").lower()
-            if name and kind == "hidden":
-                self._form.fields[name] = attrs.get("value") or ""
-            elif name and kind in ("text", "search") or tag == "textarea":
-                self._form.texts.append(name)
-
-    def handle_endtag(self, tag):
-        if tag == "form":
-            self._form = None
-
-
-def parse_forms(html):
-    parser = FormParser()
-    parser.feed(html)
-    return parser.forms
+from runtime.taskpage import parse_forms
 
 
 class Visitor:

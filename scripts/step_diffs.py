@@ -12,12 +12,15 @@ import difflib
 import fnmatch
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from checks.manifest import ManifestError, load_manifest  # noqa: E402
+
 STEPS = ROOT / "steps"
-MANIFEST = STEPS / "steps.toml"
 WORKSHOP = ROOT / "WORKSHOP.md"
 DIFF_NAME = "CHANGES.diff"
 # Never part of a step's code: its lesson, its diff, and what running it leaves behind.
@@ -30,14 +33,6 @@ STAGES_END = "<!-- end of stages -->"
 
 class UsageError(Exception):
     pass
-
-
-def load_manifest(path=MANIFEST):
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)["step"]
-    except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
-        raise UsageError(f"cannot read the manifest {path}: {exc}") from None
 
 
 def step_files(folder):
@@ -93,9 +88,9 @@ def expected_diffs(steps):
     """{path of each CHANGES.diff: its content}."""
     wanted, previous = {}, None
     for step in steps:
-        folder = STEPS / step["folder"]
+        folder = step.path
         if not folder.is_dir():
-            raise UsageError(f"the manifest names {step['folder']}, but steps/{step['folder']} is missing")
+            raise UsageError(f"the manifest names {step.folder}, but steps/{step.folder} is missing")
         wanted[folder / DIFF_NAME] = step_diff(previous, folder)
         previous = folder
     return wanted
@@ -105,24 +100,23 @@ def stages_markdown(steps):
     """WORKSHOP.md's list of stages: lesson, check command, and a hint for each expectation."""
     out = [STAGES_BEGIN, ""]
     for step in steps:
-        n, folder = step["number"], step["folder"]
-        out.append(f"### {n} · {step['title']}")
+        n, folder, lesson = step.number, step.folder, step.lesson_path
+        out.append(f"### {n} · {step.title}")
         out.append("")
-        out.append(f"- Lesson: [steps/{folder}/README.md](steps/{folder}/README.md)"
+        out.append(f"- Lesson: [{lesson}]({lesson})"
                    f" · changes: [CHANGES.diff](steps/{folder}/CHANGES.diff)")
         out.append(f"- Check your work: `make check STEP={n} APP=workspace`")
         out.append(f"- Stuck? Catch up: `make catch-up STEP={n}`")
-        for hint in step.get("hints", []):
+        for hint in step.hints:
             out.append(f"- Hint: {hint}")
         out.append("")
-        expects = step.get("expect", [])
-        if expects:
+        if step.expectations:
             out.append("| The check | If it fails | Reread |")
             out.append("|---|---|---|")
-            for e in expects:
-                note = " (reported, never failed)" if e.get("informational") else ""
-                section = f"[{e['section']}](steps/{folder}/README.md#{anchor(e['section'])})"
-                out.append(f"| {cell(e['text'])}{note} | {cell(e['hint'])} | {section} |")
+            for e in step.expectations:
+                note = " (reported, never failed)" if e.informational else ""
+                section = f"[{e.section}]({lesson}#{anchor(e.section)})"
+                out.append(f"| {cell(e.text)}{note} | {cell(e.hint)} | {section} |")
             out.append("")
     out.append(STAGES_END)
     return "\n".join(out)
@@ -168,7 +162,7 @@ def main(argv):
         steps = load_manifest()
         wanted = expected_diffs(steps)
         wanted[WORKSHOP] = expected_workshop(steps)
-    except UsageError as exc:
+    except (UsageError, ManifestError) as exc:
         print(f"step_diffs: {exc}", file=sys.stderr)
         return 2
     stale = outdated(wanted)

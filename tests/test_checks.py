@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.plugin import load_manifest
+from checks.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ROOT / "steps"
@@ -168,6 +168,7 @@ def test_a_hung_request_is_reported_as_such(runs):
     _, data = runs[("broken", "never-answers")]
     index = next(t for t in data["tests"] if t["id"] == "index")
     assert "GET / got no answer within 3 s" in index["observed"]
+    assert index["app"] == "hung" and data["app"] == "hung"
 
 
 def test_a_crash_on_import_shows_the_exception(runs):
@@ -175,6 +176,7 @@ def test_a_crash_on_import_shows_the_exception(runs):
     importable = next(t for t in data["tests"] if t["id"] == "importable")
     assert importable["status"] == "error" and data["status"] == "error"
     assert "ImportError" in importable["observed"] and "create_application" in importable["observed"]
+    assert importable["app"] == "crashed" and data["app"] == "crashed"
 
 
 # ---- the results files -------------------------------------------------------------------------
@@ -185,21 +187,22 @@ def test_run_writes_exercism_json_and_junit(tmp_path, services_env):
     assert result.returncode == 1
     data = json.loads(json_file.read_text())
     assert data["status"] == "fail" and data["step"] == "03"
-    assert data["points"] == {"earned": 0, "possible": 3}
+    assert data["points"] == {"earned": 0, "possible": 4}
     names = {t["name"] for t in data["tests"]}
-    assert names == {"check_03_ebextensions", "check_03_migration_command", "check_03_requirements"}
+    assert names == {"check_03_ebextensions", "check_03_migration_command", "check_03_entry_point",
+                     "check_03_requirements"}
     for test in data["tests"]:
         assert set(test) >= {"name", "status", "message", "output", "points"}
         assert test["message"].startswith("observed: ")
     suite = ET.parse(junit_file).getroot().find("testsuite")
-    assert suite.get("tests") == "3" and suite.get("failures") == "3"
+    assert suite.get("tests") == "4" and suite.get("failures") == "4"
 
 
 def test_run_prints_each_expectation_with_its_hint():
     result = checks("run", "03", FOLDERS["02"])
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert sum(line.startswith("  ✗ ") for line in lines) == 3
+    assert sum(line.startswith("  ✗ ") for line in lines) == 4
     assert any("reread: steps/03-deploy/README.md" in line for line in lines)
     assert "hint: " in result.stdout and "expected: " in result.stdout
 
@@ -266,6 +269,12 @@ def bad_manifest(tmp_path):
     return path
 
 
+def manifest_in_another_format(tmp_path):
+    path = tmp_path / "steps.toml"
+    path.write_text((STEPS / "steps.toml").read_text().replace("format = 1", "format = 2"))
+    return path
+
+
 BAD_INPUT = {
     "unknown stage": lambda tmp: ["run", "42", FINAL],
     "missing folder": lambda tmp: ["run", "01", tmp / "nowhere"],
@@ -273,6 +282,8 @@ BAD_INPUT = {
     "unreadable manifest": lambda tmp: ["run", "01", FINAL, "--manifest", tmp],
     "manifest that is not TOML": lambda tmp: ["run", "01", FINAL, "--manifest", bad_manifest(tmp)],
     "missing manifest": lambda tmp: ["progress", FINAL, "--manifest", tmp / "none.toml"],
+    "manifest in another format": lambda tmp: ["run", "01", FINAL, "--manifest",
+                                               manifest_in_another_format(tmp)],
     "unknown option": lambda tmp: ["run", "01", FINAL, "--colour"],
     "grade without folders": lambda tmp: ["grade"],
 }

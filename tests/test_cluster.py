@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from instruments.cluster import Cluster, Ports
-from runtime.visitor import Visitor, parse_forms
+from runtime.taskpage import parse_forms, task_ids
+from runtime.visitor import Visitor
 from conftest import unique, wait_for
 
 # The test cluster's CACHE_DEFAULT_TIMEOUT: the staleness bound final/ documents, made short.
@@ -24,10 +25,6 @@ TTL = 8
 # memcached counts expiry in whole seconds, so an entry can outlive its TTL by up to one second.
 CLOCK_SLACK = 1.0
 REPORT = []
-
-
-def task_ids(html):
-    return [int(i) for i in re.findall(r'id="task-(\d+)"', html)]
 
 
 # --- the cluster and its load ------------------------------------------------------------------

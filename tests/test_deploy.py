@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal import deploy
+from rehearsal import report
+from rehearsal.bundle import bundle_from_dir, bundle_from_git
+from rehearsal.compare import config_disagreements, flatten, read_config_dir
+from rehearsal.readers import Config
+from rehearsal.rules import check_config
 
-ROOT = deploy.ROOT
+ROOT = report.ROOT
 BROKEN_MIGRATION = '''"""a migration that cannot run"""
 from alembic import op
 
@@ -33,7 +37,7 @@ def downgrade():
 @pytest.fixture(scope="module")
 def committed_bundle(tmp_path_factory):
     """The files `eb deploy` uploads from HEAD, unpacked in a folder."""
-    return deploy.bundle_from_git(ROOT, "HEAD", tmp_path_factory.mktemp("head")).root
+    return bundle_from_git(ROOT, "HEAD", tmp_path_factory.mktemp("head")).root
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def bundle(committed_bundle, tmp_path):
 
 
 def rehearse(capsys, *args):
-    code = deploy.main(["deploy", *args])
+    code = report.main(["deploy", *args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -83,9 +87,9 @@ def test_bundle_holds_only_what_the_running_app_needs(committed_bundle):
 
 
 def test_root_config_carries_the_platform_facts():
-    configs = deploy.read_config_dir(ROOT)
-    assert all(deploy.check_config(c) == [] for c in configs)
-    flat = deploy.flatten(configs)
+    configs = read_config_dir(ROOT)
+    assert all(check_config(c) == [] for c in configs)
+    flat = flatten(configs)
     for package in ("gcc", "pkgconf-pkg-config", "python3.11-devel", "mariadb105-devel",
                     "cyrus-sasl-plain"):
         assert ("packages", "yum", package) in flat
@@ -116,7 +120,7 @@ def test_ebignore_keeps_only_the_app(tmp_path):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
-    bundle = deploy.bundle_from_dir(tmp_path, tmp_path / "out")
+    bundle = bundle_from_dir(tmp_path, tmp_path / "out")
     assert bundle.files == [".ebextensions/01.config", "Procfile", "final/application.py",
                             "requirements.txt"]
 
@@ -130,7 +134,7 @@ def test_without_ebignore_a_git_folder_ships_its_committed_tree(tmp_path):
     subprocess.run([*run, "add", "application.py"], check=True)
     subprocess.run([*run, "commit", "-q", "-m", "one"], check=True)
     (repo / "uncommitted.py").write_text("")
-    bundle = deploy.bundle_from_dir(repo, tmp_path / "out")
+    bundle = bundle_from_dir(repo, tmp_path / "out")
     assert bundle.files == ["application.py"]
     assert "git archive" in bundle.how
 
@@ -294,26 +298,26 @@ def test_migration_that_fails_is_caught(bundle, capsys, services_env):
 # --- Step configs agree with the root --------------------------------------------------------
 
 def test_step_configs_agree_with_the_root():
-    root = deploy.read_config_dir(ROOT)
+    root = read_config_dir(ROOT)
     problems = []
     for step in sorted(p.parent for p in (ROOT / "steps").glob("*/.ebextensions")):
-        configs = deploy.read_config_dir(step)
-        problems += [f"{step.name}: {f}" for c in configs for f in deploy.check_config(c)]
-        problems += [f"{step.name}: {line}" for line in deploy.config_disagreements(root, configs)]
+        configs = read_config_dir(step)
+        problems += [f"{step.name}: {f}" for c in configs for f in check_config(c)]
+        problems += [f"{step.name}: {line}" for line in config_disagreements(root, configs)]
     assert problems == []
 
 
 def test_disagreeing_step_config_is_named():
-    root = [deploy.Config("root", {"packages": {"yum": {"gcc": []}}, "container_commands": {
+    root = [Config("root", {"packages": {"yum": {"gcc": []}}, "container_commands": {
         "01_migrate": {"command": "source /var/app/venv/*/bin/activate && cd final && flask db upgrade",
                        "leader_only": True}}})]
-    same = [deploy.Config("step", {"container_commands": {
+    same = [Config("step", {"container_commands": {
         "01_migrate": {"command": "source /var/app/venv/*/bin/activate && flask db upgrade",
                        "leader_only": True}}, "packages": {"yum": {"gcc": [], "make": []}}})]
-    differs = [deploy.Config("step", {"container_commands": {
+    differs = [Config("step", {"container_commands": {
         "01_migrate": {"command": "flask db upgrade", "leader_only": False}}})]
-    assert deploy.config_disagreements(root, same) == []
-    assert deploy.config_disagreements(root, differs) == [
+    assert config_disagreements(root, same) == []
+    assert config_disagreements(root, differs) == [
         "container_commands: 01_migrate: command: root has 'source /var/app/venv/*/bin/activate "
         "&& flask db upgrade', step has 'flask db upgrade'",
         "container_commands: 01_migrate: leader_only: root has 'True', step has 'False'",

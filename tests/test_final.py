@@ -1,5 +1,4 @@
 """final/: the complete app, on MariaDB with SASL memcached and on the embedded default."""
-import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -8,13 +7,10 @@ import pytest
 import requests
 
 from runtime.harness import HarnessError, run_app
+from runtime.taskpage import task_ids
 from conftest import FINAL, unique, wait_for
 
 LIST_URL = "/"
-
-
-def task_ids(html):
-    return [int(i) for i in re.findall(r'id="task-(\d+)"', html)]
 
 
 def stored_names(app):

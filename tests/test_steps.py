@@ -10,14 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
 from runtime.harness import run_app
-from runtime.visitor import parse_forms
+from checks.manifest import load_manifest
+from runtime.taskpage import parse_forms
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ROOT / "final"
@@ -34,8 +34,8 @@ def load_script(name):
 step_diffs = load_script("step_diffs")
 workspace = load_script("workspace")
 STEPS_DIR = ROOT / "steps"
-MANIFEST = tomllib.loads((STEPS_DIR / "steps.toml").read_text())["step"]
-STEPS = {step["number"]: step for step in MANIFEST}
+MANIFEST = load_manifest()
+STEPS = {stage.number: stage for stage in MANIFEST}
 HEADINGS = ["Goal", "Changes", "Run it", "What to observe", "Common mistakes"]
 # The lessons' measuring scenario, in order; a lesson's table quotes some or all of these rows.
 SCENARIO = ("first load", "reload", "after add", "reload after add", "after delete")
@@ -44,11 +44,11 @@ DATABASE_STEPS = [n for n in STEPS if n >= "02"]
 
 
 def folder(number):
-    return STEPS_DIR / STEPS[number]["folder"]
+    return STEPS[number].path
 
 
 def lesson(number):
-    return (folder(number) / STEPS[number]["lesson"]).read_text()
+    return (folder(number) / STEPS[number].lesson).read_text()
 
 
 def sections(text):
@@ -107,11 +107,11 @@ def measure(app):
 
 def test_manifest_names_every_step_folder_in_order():
     on_disk = sorted(p.name for p in STEPS_DIR.iterdir() if p.is_dir() and re.match(r"\d\d-", p.name))
-    assert [s["folder"] for s in MANIFEST] == on_disk
-    assert [s["number"] for s in MANIFEST] == [f"{n:02d}" for n in range(1, len(MANIFEST) + 1)]
+    assert [s.folder for s in MANIFEST] == on_disk
+    assert [s.number for s in MANIFEST] == [f"{n:02d}" for n in range(1, len(MANIFEST) + 1)]
     for step in MANIFEST:
-        assert step["folder"].startswith(step["number"] + "-")
-        assert step["title"] and step["hints"], f"step {step['number']} needs a title and hints"
+        assert step.folder.startswith(step.number + "-")
+        assert step.title and step.hints, f"step {step.number} needs a title and hints"
 
 
 @pytest.mark.parametrize("number", list(STEPS))
@@ -130,8 +130,8 @@ def test_each_step_is_a_complete_app(number):
 def test_lesson_has_the_five_headings_the_manifest_points_at(number):
     headings = list(sections(lesson(number)))
     assert headings == HEADINGS
-    for expect in STEPS[number].get("expect", []):
-        assert expect["section"] in headings, f"{expect['id']} points at a missing section"
+    for expect in STEPS[number].expectations:
+        assert expect.section in headings, f"{expect.id} points at a missing section"
 
 
 def code_blocks(text):
@@ -253,7 +253,7 @@ def test_step_ebextensions_agree_with_the_root_ones():
 def test_workshop_md_links_every_lesson_and_the_deploy_guide():
     text = (ROOT / "WORKSHOP.md").read_text()
     for number in STEPS:
-        assert f"steps/{STEPS[number]['folder']}/README.md" in text
+        assert STEPS[number].lesson_path in text
         assert f"make check STEP={number} APP=workspace" in text
     assert "(DEPLOY.md)" in text and "make workspace" in text
 

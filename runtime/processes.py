@@ -1,0 +1,98 @@
+"""The one way to stop a process: ask, wait, then kill. Standard library only (`make services`).
+
+    stop(proc)                              SIGTERM, up to 10 s, then SIGKILL; a Popen is reaped
+    stop(pid, timeout=30, name="mariadb")   the same for a pid read from a pid file
+    stop(proc, signal.SIGINT)               gunicorn's quick shutdown
+    stop(proc, group=True)                  the whole process group (started with start_new_session)
+    stop(proc, signal.SIGKILL, family=True) at once, with its children (gunicorn's workers)
+"""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def read_pid(pidfile):
+    try:
+        return int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def children(pid):
+    """Every descendant of PID, read from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def send(pid, sig, group=False):
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop(target, sig=signal.SIGTERM, *, timeout=10.0, group=False, family=False, name=None):
+    """Send SIG to TARGET (a Popen or a pid); SIGKILL whatever is left after TIMEOUT seconds.
+
+    group: signal TARGET's process group, and SIGKILL what is left of the group at the end.
+    family: SIGKILL its descendants first (they are init's to reap once it dies). NAME, when given, is printed if a kill was needed.
+    Returns True when the process had to be killed.
+    """
+    proc = target if isinstance(target, subprocess.Popen) else None
+    pid = proc.pid if proc else int(target)
+    if (proc.poll() is not None) if proc else not alive(pid):
+        return False
+    if family:
+        for child in children(pid):
+            send(child, signal.SIGKILL)
+    send(pid, sig, group)
+    killed = not gone(proc, pid, timeout if sig != signal.SIGKILL else None)
+    if killed or group:
+        send(pid, signal.SIGKILL, group)
+        gone(proc, pid, None)
+    if killed and name:
+        print(f"  {name} did not stop in {timeout:.0f}s; killed it")
+    return killed
+
+
+def gone(proc, pid, timeout):
+    """Wait until the process is gone (TIMEOUT None: until it is reaped after a SIGKILL)."""
+    if proc is not None:
+        try:
+            proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + (timeout if timeout is not None else 10.0)
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return not alive(pid)
