@@ -69,11 +69,12 @@ OBSOLETE_NAMESPACES = {
     "aws:elasticbeanstalk:container:python:staticfiles":
         "is for Amazon Linux AMI (AL1) platforms only; use aws:elasticbeanstalk:environment:proxy:staticfiles",
 }
-# Variables that hold secrets or per-environment endpoints: set them with `eb setenv`.
 # Debian build packages that learners copy into `yum:` lists, and what AL2023 calls them.
-DEBIAN_NAMES = {"libmariadb-dev": "mariadb105-devel", "default-libmysqlclient-dev": "mariadb105-devel",
+DEBIAN_NAMES = {"libmariadb-dev": "mariadb-connector-c-devel",
+                "default-libmysqlclient-dev": "mariadb-connector-c-devel",
                 "libsasl2-modules": "cyrus-sasl-plain", "python3-dev": "python3.11-devel",
                 "python3.11-dev": "python3.11-devel", "build-essential": "gcc",
                 "pkg-config": "pkgconf-pkg-config"}
+
 STATIC_NAMESPACE = "aws:elasticbeanstalk:environment:proxy:staticfiles"
 ENVIRONMENT_NAMESPACE = "aws:elasticbeanstalk:application:environment"

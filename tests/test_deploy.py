@@ -90,7 +90,7 @@ def test_root_config_carries_the_platform_facts():
     configs = read_config_dir(ROOT)
     assert all(check_config(c) == [] for c in configs)
     flat = flatten(configs)
-    for package in ("gcc", "pkgconf-pkg-config", "python3.11-devel", "mariadb105-devel",
+    for package in ("gcc", "pkgconf-pkg-config", "python3.11-devel", "mariadb-connector-c-devel",
                     "cyrus-sasl-plain"):
         assert ("packages", "yum", package) in flat
     command = flat[("container_commands", "01_migrate", "command")]
@@ -253,6 +253,9 @@ def test_migrations_must_run_once_inside_the_venv(bundle, capsys):
      "04-extra.config: packages: apt: is not a package manager Elastic Beanstalk knows"),
     ("packages:\n  yum:\n    libsasl2-modules: []\n",
      "packages: yum: libsasl2-modules: is a Debian package name; Amazon Linux 2023 calls it cyrus-sasl-plain"),
+    ("packages:\n  yum:\n    libmariadb-dev: []\n",
+     "packages: yum: libmariadb-dev: is a Debian package name; Amazon Linux 2023 calls it "
+     "mariadb-connector-c-devel"),
     ("packages:\n  yum:\n    libmemcached-devel: []\n",
      "libmemcached-devel: is not in Amazon Linux 2023"),
     ("container_commands:\n  02_seed:\n    comand: echo hi\n",
