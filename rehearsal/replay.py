@@ -7,6 +7,7 @@ process on loopback, probe the health URL and add, list and delete a task with S
 import contextlib
 import json
 import os
+import pwd
 import re
 import secrets
 import shlex
@@ -24,6 +25,43 @@ from rehearsal.venv import (IMPORT_CHECK, ReplayError, fill_wheel_cache, find_py
 from runtime import harness, processes, services
 from runtime.visitor import Visitor
 
+# The user Elastic Beanstalk runs the web process as; container commands run as root.
+PLATFORM_USER = "webapp"
+
+
+class AppUser:
+    """Who runs the web process here: a system user `webapp` when this machine allows it (root),
+    as on the platform, else whoever runs the rehearsal (then ownership cannot be rehearsed).
+    `runs_app` turns false when the app user cannot run the venv's Python (see `reaches`)."""
+
+    def __init__(self):
+        self.separate = self.runs_app = os.geteuid() == 0
+        if self.separate:
+            try:
+                pwd.getpwnam(PLATFORM_USER)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                                "--shell", "/usr/sbin/nologin", PLATFORM_USER],
+                               check=True, capture_output=True)
+        entry = pwd.getpwnam(PLATFORM_USER) if self.separate else pwd.getpwuid(os.geteuid())
+        self.name, self.uid, self.gid = entry.pw_name, entry.pw_uid, entry.pw_gid
+
+    def popen_options(self):
+        """Popen's arguments that run a process as this user (none when it is us already)."""
+        return dict(user=self.uid, group=self.gid, extra_groups=[]) if self.runs_app else {}
+
+    def reaches(self, python):
+        """Can this user run PYTHON? A Python built under a private home cannot be."""
+        if self.runs_app:
+            self.runs_app = subprocess.run([str(python), "-c", ""], capture_output=True,
+                                           **self.popen_options()).returncode == 0
+        return self.runs_app
+
+    def can_write(self, path):
+        info = path.lstat()
+        return info.st_uid == self.uid or bool(info.st_mode & 0o002)
+
+
 class Replay:
     """One replay of the platform in a temporary /var/app, torn down at the end."""
 
@@ -37,13 +75,22 @@ class Replay:
         self.findings = []
         self.database = self.memcached = self.server = None
         self.secret_key = secrets.token_hex(32)  # what `eb create --envvars SECRET_KEY=...` gives
+        self.home = workdir / "home"
+        self.user = None
 
-    # The platform's paths, mapped into the temporary folder.
+    # The platform's paths and app user, mapped into this machine.
     def local_paths(self, text):
-        return text.replace("/var/app/", f"{self.var_app}/")
+        text = text.replace("/var/app/", f"{self.var_app}/")
+        return text if self.user.separate else re.sub(rf"\b{PLATFORM_USER}\b", self.user.name, text)
 
     def run(self):
         self.log_dir.mkdir(parents=True)
+        self.user = AppUser()
+        self.home.mkdir()
+        os.chown(self.home, self.user.uid, self.user.gid)
+        # The app user must reach /var/app through the temporary folder (mkdtemp makes it 0700).
+        os.chmod(self.home.parent.parent, 0o711)
+        os.chmod(self.home.parent, 0o711)
         try:
             self.unpack()
             if not self.build_venv() or not self.check_imports():
@@ -144,7 +191,9 @@ class Replay:
             self.out.step("commands", "no container_commands")
             return True
         base = self.environment(venv_on_path=False)
+        created = {}  # what each command left in the staging folder
         for path, name, spec in commands:
+            before = set(self.staging.rglob("*"))
             started = time.monotonic()
             env = dict(base)
             env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
@@ -164,6 +213,7 @@ class Replay:
                 result = subprocess.run(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, timeout=600)
             elapsed = time.monotonic() - started
+            created[(path, name)] = set(self.staging.rglob("*")) - before
             if result.returncode == 0:
                 self.out.step(name, f"ok in {elapsed:.1f} s{flags}")
                 continue
@@ -176,7 +226,32 @@ class Replay:
                                          f"failed (exit {result.returncode}), so the deployment fails: "
                                          + explain_failure(tail)))
             return False
+        self.check_ownership(created)
         return True
+
+    def check_ownership(self, created):
+        """Container commands run as root; whatever they leave must be writable for the app user.
+        Python's __pycache__ is exempt: unwritable, it is only not refreshed."""
+        if not self.user.separate:
+            self.out.step("ownership", "not rehearsed: the app runs as the user that ran the "
+                                       "container commands (root can run it as webapp)")
+            return
+        reported = []
+        for (path, name), paths in created.items():
+            for new in sorted(paths):
+                if "__pycache__" in new.parts or any(r in new.parents for r in reported):
+                    continue
+                if new.exists() and not self.user.can_write(new):
+                    reported.append(new)
+                    rel = new.relative_to(self.staging).as_posix()
+                    self.findings.append(Finding(
+                        f"{path}: container_commands: {name}",
+                        f"leaves {rel} owned by root, and the app runs as {PLATFORM_USER}, which "
+                        f"cannot write there: end with `chown -R {PLATFORM_USER}:{PLATFORM_USER} "
+                        f"{new.name}` in its folder"))
+        self.out.step("ownership", f"{len(reported)} path(s) the commands left unwritable for "
+                                   f"{self.user.name}" if reported else
+                      f"everything the commands made is writable for {self.user.name}")
 
     def server_command(self, port):
         """The web command with its bind address moved to a free loopback port."""
@@ -201,9 +276,13 @@ class Replay:
         return shlex.join(out)
 
     def start_server(self):
+        python = self.venv / "bin" / "python"
+        if self.user.separate and not self.user.reaches(python):
+            self.out.step("user", f"{PLATFORM_USER} cannot run this machine's Python 3.11 "
+                                  f"({os.path.realpath(python)}), so the app runs as root here")
         port = services.free_port()
         env = self.environment(venv_on_path=True)
-        env["PORT"] = str(port)
+        env.update(PORT=str(port), HOME=str(self.home))
         command = self.server_command(port)
         self.url = f"http://127.0.0.1:{port}"
         self.server_log = self.log_dir / "web.stdout.log"
@@ -212,8 +291,10 @@ class Replay:
             # Its own session: the whole process group can be stopped at teardown.
             self.server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.current,
                                            env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, start_new_session=True)
-        self.out.step("web", f"{command}  (in /var/app/current)")
+                                           stdin=subprocess.DEVNULL, start_new_session=True,
+                                           **self.user.popen_options())
+        who = self.user.name if self.user.runs_app else pwd.getpwuid(os.geteuid()).pw_name
+        self.out.step("web", f"{command}  (in /var/app/current, as {who})")
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -17,8 +17,12 @@ class ReplayError(Exception):
 
 
 def find_python311():
-    for candidate in (shutil.which("python3.11"), getattr(sys, "_base_executable", None), sys.executable):
-        if not candidate:
+    # The system's own first, where the platform keeps it: a user's build (pyenv under /root, say)
+    # may be out of reach of the user the app runs as.
+    candidates = ("/usr/bin/python3.11", shutil.which("python3.11"),
+                  getattr(sys, "_base_executable", None), sys.executable)
+    for candidate in candidates:
+        if not candidate or not os.path.exists(candidate):
             continue
         result = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                 capture_output=True, text=True)

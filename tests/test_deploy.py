@@ -3,6 +3,7 @@
 Broken bundles are copies of the committed one in a temporary folder; the repository is never
 touched. Static faults need no replay. The replays share the wheel cache in build/wheels.
 """
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,7 +71,10 @@ def test_rehearsal_passes_on_the_committed_final(capsys, services_env):
     code, out, err = rehearse(capsys)
     assert code == 0, out + err
     assert "final/application.py" in out and "steps/" not in out
-    assert "01_migrate  ok" in out
+    assert "01_migrate  ok" in out and "02_instance_for_webapp ok" in out
+    if os.geteuid() == 0:  # only root can run the app as another user, as the platform does
+        assert "everything the commands made is writable for webapp" in out
+        assert "(in /var/app/current, as webapp)" in out
     assert "GET /health -> 200, status 'ok'" in out
     assert "nginx would serve /static/style.css from the bundle" in out
     assert "listed on /, deleted, gone from /" in out
@@ -287,6 +291,19 @@ def test_missing_requirement_is_caught(bundle, capsys, services_env):
     assert code == 1
     assert ("requirements.txt: installs nothing that provides 'pylibmc', which "
             "final/task_list/store.py imports: a missing requirement") in out
+
+
+def test_container_commands_must_leave_the_app_user_its_folders(bundle, capsys, services_env):
+    config = bundle / ".ebextensions/03-migrate.config"
+    text = config.read_text()
+    config.write_text(text[:text.index("  # Root's commands leave")])
+    code, out, _ = rehearse(capsys, "--dir", str(bundle))
+    if os.geteuid() != 0:
+        assert "ownership   not rehearsed" in out
+        return
+    assert code == 1
+    assert ("container_commands: 01_migrate: leaves final/instance owned by root, and the app "
+            "runs as webapp, which cannot write there") in out
 
 
 def test_migration_that_fails_is_caught(bundle, capsys, services_env):

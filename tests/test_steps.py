@@ -236,7 +236,8 @@ def test_step_ebextensions_agree_with_the_root_ones():
     root.pop("02-health.config")
     for config in root.values():
         for command in config.get("container_commands", {}).values():
-            command["command"] = command["command"].replace(" && cd final", "")
+            command["command"] = command["command"].replace(" && cd final", "").removeprefix(
+                "cd final && ")
         for name, option in config.get("option_settings", {}).items():
             if name.endswith(":staticfiles"):
                 config["option_settings"][name] = {k: v.removeprefix("final/") for k, v in option.items()}
