@@ -175,8 +175,10 @@ class Monitor:
         self.samples = self.ticked = {}
         self.zeros, self.marks = {}, {}
         self.history = deque(maxlen=HISTORY)
+        # The strip counts from each server's first answer, not from memcached's own start.
         self.baseline = "the dashboard started"
         self.marked_at = time.time()
+        self.late = {}  # address -> when a server that was unreachable at first gave its baseline
         self.notice = ""
         self.sampled_at = None
 
@@ -191,8 +193,16 @@ class Monitor:
 
     def sample(self):
         """Read every server now; the caller holds the lock."""
+        first = self.sampled_at is None
         self.samples = {address: self._read(address) for address in self.servers}
         self.sampled_at = time.time()
+        for address, now in self._current().items():
+            if address not in self.marks:
+                self.marks[address] = now
+                if not first:
+                    self.late[address] = self.sampled_at
+        if first:
+            self.marked_at = self.sampled_at
         return self.samples
 
     def _current(self):
@@ -211,6 +221,7 @@ class Monitor:
             self.sample()
             self.marks = self._current()
             self.baseline, self.marked_at = "you clicked Mark", time.time()
+            self.late = {}
             return self._snapshot()
 
     def reset(self):
@@ -233,6 +244,7 @@ class Monitor:
             self.sample()
             self.marks = self._current()
             self.baseline, self.marked_at = "you reset the counters", time.time()
+            self.late = {}
             notes = []
             if done:
                 notes.append("Counters zeroed with memcached's stats reset; the cached data is kept.")
@@ -266,6 +278,12 @@ class Monitor:
                 self.sample()
             return self._snapshot()
 
+    def _since(self):
+        """The baseline in force, in words; a server that answered late counts from that answer."""
+        now = time.time()
+        late = [f"{a} since it first answered {round(now - t)} s ago" for a, t in self.late.items()]
+        return self.baseline + (f" ({'; '.join(late)})" if late else "")
+
     def _snapshot(self):
         view = summarise(self.samples, self.zeros, self.marks)
         start = self.history[0][0] if self.history else self.sampled_at
@@ -276,7 +294,7 @@ class Monitor:
             "rows": [{"key": k, "label": label, "kind": kind} for k, label, kind in ROWS],
             "columns": view["columns"] if len(self.servers) > 1 else view["columns"][:1],
             "errors": view["errors"],
-            "delta": {"counts": view["delta"], "text": view["text"], "since": self.baseline,
+            "delta": {"counts": view["delta"], "text": view["text"], "since": self._since(),
                       "seconds": round(time.time() - self.marked_at)},
             "notice": self.notice,
             "history": [[round(t - start, 1), h, m] for t, h, m in self.history],

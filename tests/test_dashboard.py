@@ -154,6 +154,48 @@ def press(page, button, action):
         page.click(button)
 
 
+def test_the_strip_counts_from_the_dashboards_start_not_memcacheds(browser):
+    with harness.run_app(STAGE_08, cache="sasl") as app:
+        site = browser.new_page()
+        site.goto(app.url)
+        site.reload()  # the cache is warm and memcached has counted both loads
+        with running_dashboard(app.memcached) as (url, proc):
+            board = browser.new_page()
+            board.goto(url)
+            delta = board.locator("#delta-text")
+            expect(board.locator("#delta-since")).to_have_text(
+                re.compile(r"^Since the dashboard started \(\d+ s ago\):$|^Since the dashboard started:$"))
+            expect(delta).to_have_text("no change")
+            with app.counters() as counted:
+                site.reload()
+            assert (counted["get_hits"], counted["get_misses"], counted["cmd_set"]) == (1, 0, 0)
+            expect(delta).to_have_text("+1 hit")
+            print(f"strip: {board.locator('#delta-since').inner_text()} {delta.inner_text()}")
+            board.close()
+        site.close()
+
+
+def test_a_server_first_reached_late_counts_from_its_first_answer():
+    memcached = harness.CacheServer(sasl=False)
+    monitor = dashboard.Monitor([memcached.address])
+    monitor.tick()  # unreachable: no baseline yet
+    assert monitor.snapshot()["delta"]["text"] == "unknown while memcached is unreachable"
+    memcached.start()
+    try:
+        client = memcached.client()
+        client.set("k", "v")
+        client.get("k")  # traffic before the dashboard ever reached this server
+        monitor.tick()
+        view = monitor.snapshot()["delta"]
+        assert view["text"] == "no change"
+        assert f"{memcached.address} since it first answered" in view["since"]
+        client.get("k")
+        monitor.tick()
+        assert monitor.snapshot()["delta"]["text"] == "+1 hit"
+    finally:
+        memcached.stop()
+
+
 def test_the_dashboard_follows_the_app_reload_by_reload(browser):
     SHOTS.mkdir(exist_ok=True)
     with harness.run_app(STAGE_08, cache="sasl") as app, running_dashboard(app.memcached) as (url, proc):
