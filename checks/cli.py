@@ -91,6 +91,13 @@ def output_file(value):
     return path.resolve()
 
 
+def app_options(parser):
+    """The app folder and the result files, for the commands that check one app."""
+    parser.add_argument("app_dir", nargs="?", help="the app folder (default: workspace/)")
+    parser.add_argument("--json", metavar="FILE", help="write Exercism-style results here")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+
+
 def common_options(parser):
     parser.add_argument("--manifest", help="the steps manifest (default: steps/steps.toml)")
     parser.add_argument("--boot-timeout", type=float, default=20.0, metavar="S",

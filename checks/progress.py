@@ -1,15 +1,13 @@
 """python -m checks progress [APP_DIR]: which stages an app folder has reached."""
-from checks.cli import (DEFAULT_APP, Parser, app_folder, common_options, execute, output_file,
-                        shown_path, summary_json, wrap, write_json)
+from checks.cli import (DEFAULT_APP, Parser, app_folder, app_options, common_options, execute,
+                        output_file, shown_path, summary_json, wrap, write_json)
 from checks.manifest import load_manifest, stage_of
 
 
 def main(args):
     parser = Parser(prog="python -m checks progress",
                     description="Show which stages an app folder has reached.")
-    parser.add_argument("app_dir", nargs="?", help="the app folder (default: workspace/)")
-    parser.add_argument("--json", metavar="FILE", help="write Exercism-style results here")
-    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    app_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but the summary")
     common_options(parser)
     options = parser.parse_args(args)

@@ -1,6 +1,6 @@
 """python -m checks run NN [APP_DIR]: check an app folder against one stage of the workshop."""
-from checks.cli import (DEFAULT_APP, Parser, app_folder, common_options, execute, output_file,
-                        show, shown_path, stage_number, summary_json, write_json)
+from checks.cli import (DEFAULT_APP, Parser, app_folder, app_options, common_options, execute,
+                        output_file, show, shown_path, stage_number, summary_json, write_json)
 from checks.manifest import load_manifest, stage_of
 
 
@@ -9,9 +9,7 @@ def main(args):
     parser = Parser(prog="python -m checks run",
                     description="Check an app folder against one stage of the workshop.")
     parser.add_argument("stage", help="the stage number, 01 to 09")
-    parser.add_argument("app_dir", nargs="?", help="the app folder (default: workspace/)")
-    parser.add_argument("--json", metavar="FILE", help="write Exercism-style results here")
-    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    app_options(parser)
     parser.add_argument("-k", metavar="EXPR", help="only the expectations whose name matches")
     parser.add_argument("-x", action="store_true", help="stop at the first failure")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")

@@ -40,15 +40,23 @@ def children(pid):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    parents.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
+            parents.setdefault(parent, []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         kids = parents.get(todo.pop(), [])
         found += kids
         todo += kids
     return found
+
+
+def group_of(pid):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def send(pid, sig, group=False):
@@ -62,21 +70,27 @@ def stop(target, sig=signal.SIGTERM, *, timeout=10.0, group=False, family=False,
     """Send SIG to TARGET (a Popen or a pid); SIGKILL whatever is left after TIMEOUT seconds.
 
     group: signal TARGET's process group, and SIGKILL what is left of the group at the end.
-    family: SIGKILL its descendants first (they are init's to reap once it dies). NAME, when given, is printed if a kill was needed.
+    family: SIGKILL its descendants first (they are init's to reap once it dies).
+    NAME, when given, is printed if a kill was needed.
     Returns True when the process had to be killed.
     """
     proc = target if isinstance(target, subprocess.Popen) else None
     pid = proc.pid if proc else int(target)
     if (proc.poll() is not None) if proc else not alive(pid):
         return False
+    # What else must be gone when this returns: the children killed, or the rest of the group.
+    doomed = [c for c in (children(pid) if family or group else [])
+              if family or group_of(c) == pid]
     if family:
-        for child in children(pid):
+        for child in doomed:
             send(child, signal.SIGKILL)
     send(pid, sig, group)
     killed = not gone(proc, pid, timeout if sig != signal.SIGKILL else None)
     if killed or group:
         send(pid, signal.SIGKILL, group)
         gone(proc, pid, None)
+    for child in doomed:
+        gone(None, child, None)
     if killed and name:
         print(f"  {name} did not stop in {timeout:.0f}s; killed it")
     return killed
