@@ -1,0 +1,206 @@
+"""Each lesson builds its checkpoint: start from checkpoint N-1 (from nothing for 01, which is what
+`make workspace` copies), do only what lesson N shows, in its order, and the result is checkpoint N
+and passes check N, on SQLite and on MariaDB with SASL memcached.
+
+A lesson marks each code block a learner acts on with an HTML comment on the line before it:
+
+    <!-- lesson: create task_list/db.py -->     the block is the whole new file
+    <!-- lesson: replace requirements.txt -->   the block is the whole file, replacing the old one
+    <!-- lesson: edit task_list/tasks.py -->    the block is a diff: find its " " and "-" lines, once,
+                                                 and put its " " and "+" lines in their place
+    <!-- lesson: run -->                        a console block to run in the app folder
+
+Files that `run` blocks write (the migration from `flask db migrate`) are judged by their effect:
+an empty database upgraded by them has the checkpoint's schema.
+"""
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from checks.harness import run_app
+from test_steps import STEPS, delete_ids, folder, lesson, step_diffs
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+MARKER = re.compile(r"^<!-- lesson: (create|replace|edit|run)(?: (\S+))? -->$")
+FENCE = re.compile(r"^```")
+# Ports the workshop may move (make run PORT=..., services.env): a lesson never spells them out.
+PORT = re.compile(r"127\.0\.0\.1:\d|localhost:\d|\b(5000|5050|3307|11311|11312)\b")
+
+
+class LessonError(AssertionError):
+    pass
+
+
+def actions(text):
+    """(action, path, body) for each marked block, in the lesson's order."""
+    found, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        marker = MARKER.match(lines[i])
+        i += 1
+        if not marker:
+            continue
+        action, path = marker.groups()
+        if (action == "run") != (path is None):
+            raise LessonError(f"line {i}: `run` takes no file; the others need one")
+        if i >= len(lines) or not FENCE.match(lines[i]):
+            raise LessonError(f"line {i}: the marker is not right above a code block")
+        end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j])), None)
+        if end is None:
+            raise LessonError(f"line {i + 1}: the code block never ends")
+        found.append((action, path, "\n".join(lines[i + 1:end]) + "\n"))
+        i = end + 1
+    return found
+
+
+def unmarked_blocks(text):
+    """The first line of each code block, other than console ones, that carries no marker."""
+    lines, out, inside = text.splitlines(), [], False
+    for n, line in enumerate(lines):
+        if FENCE.match(line):
+            if not inside and line.strip() != "```console" and not MARKER.match(lines[n - 1] if n else ""):
+                out.append(n + 1)
+            inside = not inside
+    return out
+
+
+def edit(old_text, diff, path):
+    """Apply one diff block: each hunk (hunks are split by @@ lines) must match exactly once."""
+    text = old_text
+    for hunk in re.split(r"^@@.*\n", diff, flags=re.M):
+        lines = hunk.splitlines()
+        if not lines:
+            continue
+        bad = [line for line in lines if line and line[0] not in " +-"]
+        if bad:
+            raise LessonError(f"{path}: a diff line must start with ' ', '+' or '-': {bad[0]!r}")
+        old = "".join(line[1:] + "\n" for line in lines if not line or line[0] in " -")
+        new = "".join(line[1:] + "\n" for line in lines if not line or line[0] in " +")
+        if not old.strip():
+            raise LessonError(f"{path}: a hunk without context lines cannot be placed:\n{hunk}")
+        count = text.count(old)
+        if count != 1:
+            raise LessonError(f"{path}: these lines occur {count} times in the file, not once:\n{old}")
+        text = text.replace(old, new)
+    return text
+
+
+def run_env():
+    """The learner's shell: the workshop's virtualenv active, no services in the environment."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RDS_", "MEMCACHIER_", "FLASK_", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def replay(number, work):
+    """Checkpoint N-1 copied into WORK, then lesson N done there. Returns the paths run blocks wrote."""
+    previous = f"{int(number) - 1:02d}"
+    if previous in STEPS:
+        for rel, path in step_diffs.step_files(folder(previous)).items():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, work / rel)
+    work.mkdir(parents=True, exist_ok=True)
+    generated = set()
+    for action, rel, body in actions(lesson(number)):
+        if action == "run":
+            before = {r: p.read_bytes() for r, p in step_diffs.step_files(work).items()}
+            result = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=work, env=run_env(),
+                                    capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"lesson {number}: `{body.strip()}` failed:\n{result.stderr}"
+            after = {r: p.read_bytes() for r, p in step_diffs.step_files(work).items()}
+            generated |= {r for r in after if before.get(r) != after[r]}
+            continue
+        target = work / rel
+        exists = target.is_file()
+        if action == "create" and exists:
+            raise LessonError(f"lesson {number} creates {rel}, which checkpoint {previous} already has")
+        if action in ("replace", "edit") and not exists:
+            raise LessonError(f"lesson {number} changes {rel}, which checkpoint {previous} does not have")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = edit(target.read_text(), body, rel) if action == "edit" else body
+        target.write_text(text)
+    return generated
+
+
+def schema(app_dir, tmp):
+    """The SQLite schema that `flask db upgrade` gives a copy of APP_DIR with an empty database."""
+    copy = tmp / "schema" / app_dir.name
+    shutil.copytree(app_dir, copy, ignore=shutil.ignore_patterns("instance", "__pycache__"))
+    subprocess.run([str(VENV_BIN / "flask"), "--app", "application", "--debug", "db", "upgrade"],
+                   cwd=copy, env=run_env(), check=True, capture_output=True, timeout=120)
+    with sqlite3.connect(copy / "instance" / "task_list.sqlite") as conn:
+        return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
+# ---- the lessons' form --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("number", list(STEPS))
+def test_every_code_block_to_type_is_marked(number):
+    text = lesson(number)
+    assert not unmarked_blocks(text), \
+        f"lesson {number}: code blocks without a <!-- lesson: ... --> marker at lines {unmarked_blocks(text)}"
+    assert actions(text), f"lesson {number} shows no change"
+
+
+@pytest.mark.parametrize("number", list(STEPS))
+def test_lessons_never_spell_out_a_port(number):
+    found = [line for line in lesson(number).splitlines() if PORT.search(line)]
+    assert not found, f"lesson {number} names a port; say where to read it (make run prints it):\n" + \
+        "\n".join(found)
+
+
+def test_edit_places_each_hunk_once():
+    assert edit("a\nb\nc\n", " a\n-b\n+B\n c\n", "f") == "a\nB\nc\n"
+    assert edit("a\n\nb\n", " a\n\n+x\n b\n", "f") == "a\n\nx\nb\n"  # an empty line is blank context
+    with pytest.raises(LessonError, match="2 times"):
+        edit("a\nb\na\nb\n", " a\n+x\n b\n", "f")
+    with pytest.raises(LessonError, match="0 times"):
+        edit("a\n", " z\n+x\n", "f")
+
+
+# ---- the replay ---------------------------------------------------------------------------------
+
+def check(number, app_dir):
+    """Check N, run as a learner runs it; returns its output."""
+    result = subprocess.run([sys.executable, "-m", "checks", "run", number, str(app_dir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"check {number} fails the replayed lesson:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("number", list(STEPS))
+def test_lesson_builds_its_checkpoint_and_passes_its_check(number, tmp_path):
+    work = tmp_path / STEPS[number]["folder"]
+    generated = replay(number, work)
+    ours = {rel: p.read_bytes() for rel, p in step_diffs.step_files(work).items()}
+    theirs = {rel: p.read_bytes() for rel, p in step_diffs.step_files(folder(number)).items()}
+    assert set(ours) == set(theirs), \
+        f"lesson {number}: files missing {sorted(set(theirs) - set(ours))}, extra {sorted(set(ours) - set(theirs))}"
+    differ = sorted(rel for rel in ours if ours[rel] != theirs[rel] and rel not in generated)
+    assert not differ, f"lesson {number}: these files differ from checkpoint {number}: {differ}"
+    if generated:
+        assert schema(work, tmp_path / "ours") == schema(folder(number), tmp_path / "theirs")
+
+    check(number, work)  # SQLite, with SASL (and plain) memcached: the checker's configurations
+    with run_app(work, database="mariadb", cache="sasl") as app:
+        visitor = app.visitor()
+        page = visitor.get("/")
+        assert page.status_code == 200, f"on MariaDB: GET / answered {page.status_code}"
+        if number >= "02":
+            visitor.post("/", data={"name": "replayed"})
+            if number == "04":  # 04 never invalidates: only an empty cache shows what was added
+                app.memcached.flush()
+            page = visitor.get("/")
+            assert "replayed" in page.text
+            visitor.post(f"/{max(delete_ids(page.text))}/delete")
+            if number == "04":
+                app.memcached.flush()
+            assert "replayed" not in visitor.get("/").text
