@@ -6,6 +6,8 @@ Apps run only through checks.harness, each in its own gunicorn. One run per step
 serves several assertions, because booting an app costs about a second.
 """
 import importlib.util
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -226,6 +228,54 @@ def test_requirements_pin_what_the_root_pins_and_09_needs_exactly_the_same():
             ours = pins(folder(number) / "requirements.txt")
             assert {k: root.get(k) for k in ours} == ours, f"step {number} pins differ from requirements.txt"
     assert pins(folder("09") / "requirements.txt") == root
+
+
+# Boot the app as EB runs it (MySQL from RDS_*, memcached from MEMCACHIER_*), with every
+# distribution that requirements.txt does not pin hidden, as on a server where pip installed it.
+ONLY_PINNED = """
+import importlib.metadata, json, re, sys
+pinned = set(json.loads(sys.argv[1]))
+hidden = {module for module, dists in importlib.metadata.packages_distributions().items()
+          if not pinned & {re.sub(r"[-_.]+", "-", d).lower() for d in dists}}
+
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in hidden:
+            raise ModuleNotFoundError(f"No module named {name!r} (requirements.txt does not pin it)")
+
+sys.meta_path.insert(0, Hide())
+from task_list import create_app
+app = create_app()
+with app.app_context():
+    from task_list.db import db
+    db.engine.dispose()  # the engine loads its driver (MySQLdb for RDS_*) when it is created
+import flask_migrate.cli, gunicorn.app.wsgiapp  # `flask db upgrade`, and the server EB starts
+"""
+
+
+@pytest.mark.parametrize("number", [n for n in STEPS if n >= "03"])
+def test_requirements_hold_everything_the_app_imports_on_eb(number, services_env):
+    """The app starts with only the pinned distributions, and every distribution a pinned one
+    requires is pinned too: pip on EB installs nothing that was not tested here."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = {canonicalize_name(name) for name in pins(folder(number) / "requirements.txt")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RDS_", "MEMCACHIER_", "FLASK_"))}
+    env.update({k: v for k, v in services_env.items() if k.startswith(("RDS_", "MEMCACHIER_", "SASL_"))})
+    env.update(SECRET_KEY="requirements-test", PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run([sys.executable, "-c", ONLY_PINNED, json.dumps(sorted(pinned))],
+                            cwd=folder(number), env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"step {number} needs more than it pins:\n{result.stderr}"
+    for name in pinned:
+        for spec in distribution(name).requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            assert canonicalize_name(requirement.name) in pinned, \
+                f"step {number}: {name} requires {requirement.name}, which requirements.txt does not pin"
 
 
 def test_step_ebextensions_agree_with_the_root_ones():
