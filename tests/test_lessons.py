@@ -13,6 +13,7 @@ A lesson marks each code block a learner acts on with an HTML comment on the lin
 Files that `run` blocks write (the migration from `flask db migrate`) are judged by their effect:
 an empty database upgraded by them has the checkpoint's schema.
 """
+import difflib
 import os
 import re
 import shutil
@@ -185,7 +186,9 @@ def test_lesson_builds_its_checkpoint_and_passes_its_check(number, tmp_path):
     assert set(ours) == set(theirs), \
         f"lesson {number}: files missing {sorted(set(theirs) - set(ours))}, extra {sorted(set(ours) - set(theirs))}"
     differ = sorted(rel for rel in ours if ours[rel] != theirs[rel] and rel not in generated)
-    assert not differ, f"lesson {number}: these files differ from checkpoint {number}: {differ}"
+    assert not differ, f"lesson {number} does not give checkpoint {number}'s files:\n" + "".join(
+        line for rel in differ for line in difflib.unified_diff(theirs[rel].decode().splitlines(True), ours[rel].decode().splitlines(True),
+                             f"checkpoint/{rel}", f"lesson/{rel}"))
     if generated:
         assert schema(work, tmp_path / "ours") == schema(folder(number), tmp_path / "theirs")
 
