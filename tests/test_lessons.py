@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from checks.harness import run_app
-from test_steps import STEPS, delete_ids, folder, lesson, step_diffs
+from test_steps import STEPS, delete_ids, folder, lesson, step_diffs, workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -169,41 +169,65 @@ def test_edit_places_each_hunk_once():
 
 # ---- the replay ---------------------------------------------------------------------------------
 
-def check(number, app_dir):
-    """Check N, run as a learner runs it; returns its output."""
-    result = subprocess.run([sys.executable, "-m", "checks", "run", number, str(app_dir)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"check {number} fails the replayed lesson:\n{result.stdout}{result.stderr}"
-    return result.stdout
+@pytest.fixture(scope="module", params=list(STEPS))
+def replayed(request, tmp_path_factory):
+    """(number, folder, generated paths): lesson NUMBER done on a copy of the checkpoint before it."""
+    number = request.param
+    work = tmp_path_factory.mktemp(f"lesson-{number}") / STEPS[number]["folder"]
+    return number, work, replay(number, work)
 
 
-@pytest.mark.parametrize("number", list(STEPS))
-def test_lesson_builds_its_checkpoint_and_passes_its_check(number, tmp_path):
-    work = tmp_path / STEPS[number]["folder"]
-    generated = replay(number, work)
+def test_lesson_builds_its_checkpoint(replayed, tmp_path):
+    number, work, generated = replayed
     ours = {rel: p.read_bytes() for rel, p in step_diffs.step_files(work).items()}
     theirs = {rel: p.read_bytes() for rel, p in step_diffs.step_files(folder(number)).items()}
     assert set(ours) == set(theirs), \
         f"lesson {number}: files missing {sorted(set(theirs) - set(ours))}, extra {sorted(set(ours) - set(theirs))}"
     differ = sorted(rel for rel in ours if ours[rel] != theirs[rel] and rel not in generated)
     assert not differ, f"lesson {number} does not give checkpoint {number}'s files:\n" + "".join(
-        line for rel in differ for line in difflib.unified_diff(theirs[rel].decode().splitlines(True), ours[rel].decode().splitlines(True),
-                             f"checkpoint/{rel}", f"lesson/{rel}"))
+        line for rel in differ for line in difflib.unified_diff(
+            theirs[rel].decode().splitlines(True), ours[rel].decode().splitlines(True),
+            f"checkpoint/{rel}", f"lesson/{rel}"))
     if generated:
         assert schema(work, tmp_path / "ours") == schema(folder(number), tmp_path / "theirs")
 
-    check(number, work)  # SQLite, with SASL (and plain) memcached: the checker's configurations
+
+def test_lesson_passes_its_check_on_sqlite(replayed):
+    """The checker's own configurations: SQLite, with a SASL (and a plain) memcached."""
+    number, work, _ = replayed
+    result = subprocess.run([sys.executable, "-m", "checks", "run", number, str(work)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"check {number} fails the replayed lesson:\n{result.stdout}{result.stderr}"
+
+
+def test_lesson_serves_on_mariadb_with_sasl_memcached(replayed):
+    """The configuration the checker does not boot: an add, the list and a delete on MariaDB."""
+    number, work, _ = replayed
     with run_app(work, database="mariadb", cache="sasl") as app:
         visitor = app.visitor()
         page = visitor.get("/")
         assert page.status_code == 200, f"on MariaDB: GET / answered {page.status_code}"
-        if number >= "02":
-            visitor.post("/", data={"name": "replayed"})
-            if number == "04":  # 04 never invalidates: only an empty cache shows what was added
-                app.memcached.flush()
-            page = visitor.get("/")
-            assert "replayed" in page.text
-            visitor.post(f"/{max(delete_ids(page.text))}/delete")
-            if number == "04":
-                app.memcached.flush()
-            assert "replayed" not in visitor.get("/").text
+        if number < "02":
+            return
+        name = f"replayed {number}"
+        visitor.post("/", data={"name": name})
+        if number == "04":  # 04 never invalidates: only an empty cache shows what was added
+            app.memcached.flush()
+        page = visitor.get("/")
+        assert name in page.text
+        visitor.post(f"/{max(delete_ids(page.text))}/delete")
+        if number == "04":
+            app.memcached.flush()
+        assert name not in visitor.get("/").text
+        with app.database.connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute("SELECT COUNT(*) FROM task")
+            assert cursor.fetchone()[0] == 0
+
+
+def test_make_workspace_gives_what_lesson_01_builds(tmp_path):
+    """Lesson 01 is replayed from nothing; `make workspace` hands the learner the same files."""
+    created = tmp_path / "workspace"
+    workspace.create(created)
+    ours = {rel: p.read_bytes() for rel, p in step_diffs.step_files(created).items()}
+    assert ours == {rel: p.read_bytes() for rel, p in step_diffs.step_files(folder("01")).items()}

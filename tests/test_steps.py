@@ -136,54 +136,6 @@ def test_lesson_has_the_five_headings_the_manifest_points_at(number):
         assert expect["section"] in headings, f"{expect['id']} points at a missing section"
 
 
-def code_blocks(text):
-    """(file, language, body) for each fenced block. The file is the **`path`** that opens the
-    paragraph just before the block; a block right after another block keeps that one's file."""
-    blocks, paragraph, label, body, language = [], [], None, None, None
-    for line in text.splitlines():
-        if body is not None:
-            if line.startswith("```"):
-                blocks.append((label, language, "\n".join(body)))
-                body, paragraph = None, []
-            else:
-                body.append(line)
-        elif line.startswith("```"):
-            if paragraph:
-                named = re.match(r"\*\*`([^`]+)`\*\*", paragraph[0])
-                label = named.group(1) if named else None
-            language, body = line[3:].strip(), []
-        elif line.strip():
-            paragraph.append(line)
-        else:
-            paragraph = []
-    return blocks
-
-
-@pytest.mark.parametrize("number", list(STEPS))
-def test_lesson_code_is_the_step_code(number):
-    """Each code block under "Changes" labelled with a file is that file's code: an excerpt of it,
-    or for a diff, hunks whose new side is in this step's file and old side in the previous one's."""
-    previous = folder(f"{int(number) - 1:02d}") if number != "01" else None
-    checked = 0
-    for label, language, body in code_blocks(sections(lesson(number))["Changes"]):
-        if not label or language in ("console", "sh", "shell"):
-            continue
-        new = (folder(number) / label).read_text()
-        if language == "diff":
-            old_path = previous / label if previous else None
-            old = old_path.read_text() if old_path and old_path.exists() else ""
-            for hunk in re.split(r"^@@.*$", body, flags=re.M):
-                lines = [line for line in hunk.split("\n") if line]
-                new_side = "\n".join(line[1:] for line in lines if line[0] in " +")
-                old_side = "\n".join(line[1:] for line in lines if line[0] in " -")
-                assert new_side in new, f"{label}: these lines are not in step {number}:\n{new_side}"
-                assert old_side in old, f"{label}: these lines are not in the step before:\n{old_side}"
-        else:
-            assert body in new, f"{label} in step {number} does not contain:\n{body}"
-        checked += 1
-    assert checked, f"step {number}: no code block under Changes names its file"
-
-
 def test_diffs_and_workshop_stage_list_are_current():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "step_diffs.py"), "--check"],
                             capture_output=True, text=True)
