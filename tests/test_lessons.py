@@ -2,7 +2,8 @@
 `make workspace` copies), do only what lesson N shows, in its order, and the result is checkpoint N
 and passes check N, on SQLite and on MariaDB with SASL memcached.
 
-A lesson marks each code block a learner acts on with an HTML comment on the line before it:
+A lesson marks each code block a learner acts on with an HTML comment on the line before it
+(scripts/step_diffs.py reads the markers):
 
     <!-- lesson: create task_list/db.py -->     the block is the whole new file
     <!-- lesson: replace requirements.txt -->   the block is the whole file, replacing the old one
@@ -29,43 +30,23 @@ from test_steps import STEPS, delete_ids, folder, lesson, step_diffs, workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
-MARKER = re.compile(r"^<!-- lesson: (create|replace|edit|run)(?: (\S+))? -->$")
-FENCE = re.compile(r"^```")
 # Ports the workshop may move (make run PORT=..., services.env): a lesson never spells them out.
 PORT = re.compile(r"127\.0\.0\.1:\d|localhost:\d|\b(5000|5050|3307|11311|11312)\b")
-
-
-class LessonError(AssertionError):
-    pass
+LessonError = step_diffs.LessonError
 
 
 def actions(text):
     """(action, path, body) for each marked block, in the lesson's order."""
-    found, lines, i = [], text.splitlines(), 0
-    while i < len(lines):
-        marker = MARKER.match(lines[i])
-        i += 1
-        if not marker:
-            continue
-        action, path = marker.groups()
-        if (action == "run") != (path is None):
-            raise LessonError(f"line {i}: `run` takes no file; the others need one")
-        if i >= len(lines) or not FENCE.match(lines[i]):
-            raise LessonError(f"line {i}: the marker is not right above a code block")
-        end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j])), None)
-        if end is None:
-            raise LessonError(f"line {i + 1}: the code block never ends")
-        found.append((action, path, "\n".join(lines[i + 1:end]) + "\n"))
-        i = end + 1
-    return found
+    return [block[:3] for block in step_diffs.lesson_blocks(text)]
 
 
 def unmarked_blocks(text):
-    """The first line of each code block, other than console ones, that carries no marker."""
+    """The line number of each code block, other than console ones, that carries no marker."""
     lines, out, inside = text.splitlines(), [], False
     for n, line in enumerate(lines):
-        if FENCE.match(line):
-            if not inside and line.strip() != "```console" and not MARKER.match(lines[n - 1] if n else ""):
+        if line.startswith("```"):
+            if not inside and line.strip() != "```console" and \
+                    not step_diffs.LESSON_MARKER.match(lines[n - 1] if n else ""):
                 out.append(n + 1)
             inside = not inside
     return out
@@ -85,10 +66,12 @@ def edit(old_text, diff, path):
         new = "".join(line[1:] + "\n" for line in lines if not line or line[0] in " +")
         if not old.strip():
             raise LessonError(f"{path}: a hunk without context lines cannot be placed:\n{hunk}")
-        count = text.count(old)
-        if count != 1:
-            raise LessonError(f"{path}: these lines occur {count} times in the file, not once:\n{old}")
-        text = text.replace(old, new)
+        # Whole lines only: a "\n" before each side keeps "    x" from matching inside "        x".
+        lines_of_text = "\n" + text
+        at = [i for i in range(len(lines_of_text)) if lines_of_text.startswith("\n" + old, i)]
+        if len(at) != 1:
+            raise LessonError(f"{path}: these lines occur {len(at)} times in the file, not once:\n{old}")
+        text = text[:at[0]] + new + text[at[0] + len(old):]
     return text
 
 
@@ -165,6 +148,8 @@ def test_edit_places_each_hunk_once():
         edit("a\nb\na\nb\n", " a\n+x\n b\n", "f")
     with pytest.raises(LessonError, match="0 times"):
         edit("a\n", " z\n+x\n", "f")
+    with pytest.raises(LessonError, match="0 times"):  # an indented line is not its own tail
+        edit("        x\n", "     x\n+y\n", "f")
 
 
 # ---- the replay ---------------------------------------------------------------------------------
