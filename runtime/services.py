@@ -258,7 +258,7 @@ def shown(path):
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def start_mariadb(port, run_dir=RUN_DIR):
+def start_mariadb(run_dir, port):
     """A private MariaDB with its data, pid file and log in RUN_DIR, on 127.0.0.1:PORT."""
     run_dir = Path(run_dir)
     pidfile = run_dir / "mariadb.pid"
@@ -331,7 +331,7 @@ def start():
                 f"`{PORTS[name][0]}={ports[name]} make services`")
     RUN_DIR.mkdir(exist_ok=True)
     plugin_dir = sasl_plugin_dir()
-    start_mariadb(ports["mariadb"])
+    start_mariadb(RUN_DIR, ports["mariadb"])
     start_memcached("memcached", ports["memcached"], sasl=False)
     start_memcached("memcached-sasl", ports["memcached-sasl"], sasl=True)
     remember_ports(ports)
