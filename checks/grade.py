@@ -44,7 +44,7 @@ def main(args):
     if options.bench:
         return bench(options)
     if not options.dirs:
-        raise UsageError("name at least one learner folder, e.g. python -m checks grade class/*")
+        raise UsageError('name at least one learner folder, e.g. make grade DIRS="class/*"')
     out = Path(options.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {options.out} is a file, not a folder")
