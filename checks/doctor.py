@@ -142,4 +142,4 @@ def port_findings(services, env):
         elif services.port_open(port):
             yield (False, *services.foreign(port, name))
         else:
-            yield True, f"port {port} is free for {what}", ""
+            yield True, f"port {port} is free for the workshop's {what}", ""

@@ -30,8 +30,8 @@ PORTS = {
     "mariadb": ("WORKSHOP_MARIADB_PORT", 3307, "MariaDB", "mariadbd"),
     "memcached": ("WORKSHOP_MEMCACHED_PORT", 11311, "memcached", "memcached"),
     "memcached-sasl": ("WORKSHOP_SASL_MEMCACHED_PORT", 11312, "SASL memcached", "memcached"),
-    "app": ("PORT", 5000, "the app (`make run`)", None),
-    "dashboard": ("PORT", 5050, "the dashboard (`make dashboard`)", None),
+    "app": ("PORT", 5000, "app (`make run`)", None),
+    "dashboard": ("PORT", 5050, "dashboard (`make dashboard`)", None),
 }
 SERVICES = ("mariadb", "memcached", "memcached-sasl")
 
@@ -105,7 +105,9 @@ def foreign(port_taken, name):
     variable, _, what = PORTS[name][:3]
     pid = processes.listener(port_taken)
     owner = f"{processes.program(pid)} (pid {pid})" if pid else "another program"
-    spare = next((p for p in range(port_taken + 1, port_taken + 20) if not port_open(p)), free_port())
+    ours = {port(other) for other in PORTS}
+    spare = next((p for p in range(port_taken + 1, port_taken + 20)
+                  if p not in ours and not port_open(p)), free_port())
     target = "make services" if name in SERVICES else f"make {'run' if name == 'app' else name}"
     command = f"{variable}={spare} {target}" if name in SERVICES else f"{target} {variable}={spare}"
     return (f"port {port_taken} is taken by {owner}, not by the workshop's {what}",
@@ -367,7 +369,7 @@ def status():
         if pid:
             state = f"running (pid {pid})"
         elif port_open(number):
-            state = "taken: " + ": ".join(foreign(number, name)) if name in SERVICES else "in use"
+            state = ": ".join(foreign(number, name))
         else:
             state = "stopped" if name in SERVICES else "free"
         print(f"  {name:15} 127.0.0.1:{number:<6} {state}")
