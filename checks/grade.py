@@ -99,11 +99,14 @@ def grade_all(folders, options, out, stages, echo=True):
 
 
 def describe(row):
-    where = f"stage {row['highest']}" if row["highest"] else "no stage"
-    if row["state"] == "ok":
-        return where + (f", {len(row['regressions'])} regressions" if row["regressions"] else "")
-    first = (row["detail"].splitlines() or [""])[0]
-    return f"{row['state'].upper()} ({where}): {first}"
+    """One line per learner as the batch goes: where they stand, and what to look at."""
+    if row["state"] != "ok":
+        where = f" at stage {row['highest']}" if row["highest"] else ""
+        return f"{row['state'].upper()}{where}: {(row['detail'].splitlines() or [''])[0]}"
+    if not row["highest"]:
+        return "no stage passes" + (f": {row['failing'][0]['expectation']}" if row["failing"] else "")
+    regressions = [r["expectation"] for r in row["regressions"]]
+    return f"stage {row['highest']}" + (f", regressions: {', '.join(regressions)}" if regressions else "")
 
 
 def grade_one(name, path, options, out, running, stages):
