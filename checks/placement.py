@@ -15,7 +15,7 @@ STATES = ("hung", "crashed")
 CELL = 70  # characters of a detail shown in a table cell; the files keep it whole
 
 
-def test_state(test):
+def app_state_of(test):
     """"hung", "crashed" or "ok": the results file's app_state, or the older `app` field."""
     state = test.get("app_state") or test.get("app")
     return state if state in STATES else "ok"
@@ -59,13 +59,13 @@ def learner_row(name, path, data, stages, started):
     following = next((n for n in failing_stages if not reached or n > reached), None)
     state = data.get("app_state") or data.get("app")
     if state not in STATES:
-        state = next((test_state(t) for t in tests if test_state(t) != "ok"), "ok")
+        state = next((app_state_of(t) for t in tests if app_state_of(t) != "ok"), "ok")
     errors = [t for t in tests if t["status"] == "error"]
     if state == "ok" and reached is None and errors:
         state = "crashed"  # no check could even run the app
     detail = ""
     if state != "ok":
-        culprit = next((t for t in tests if test_state(t) == state), errors[0] if errors else None)
+        culprit = next((t for t in tests if app_state_of(t) == state), errors[0] if errors else None)
         detail = cause(culprit) if culprit else state
     row = base_row(name, path, state, detail)
     row.update(highest=reached, regressions=regressions,

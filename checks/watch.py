@@ -18,7 +18,7 @@ import watchfiles
 from checks.cli import (DEFAULT_APP, Parser, app_folder, common_options, make_command, shown_path,
                         symbols, wrap)
 from checks.manifest import ROOT, load_manifest, manifest_path
-from checks.placement import cause, failed, stage_passes, test_state
+from checks.placement import app_state_of, cause, failed, stage_passes
 from runtime import processes
 
 
@@ -100,7 +100,7 @@ class Watch:
         print(f"\nStage {stage.number}: {stage.title} (lesson: {stage.lesson_path})")
         if tests is not None:
             ran = [t for t in tests if t["step"] == stage.number]
-            state = next((test_state(t) for t in ran if test_state(t) != "ok"), None)
+            state = next((app_state_of(t) for t in ran if app_state_of(t) != "ok"), None)
             if state:
                 print(f"  The app {state}.")
             for test in ran:
