@@ -8,13 +8,22 @@ LOAD_SERVICES := $(if $(SERVICES),set -a && . ./services.env && set +a &&,)
 EMBEDDED := env -u RDS_HOSTNAME -u MEMCACHIER_SERVERS -u MEMCACHIER_USERNAME -u MEMCACHIER_PASSWORD
 
 .PHONY: help setup services services-stop services-status run test clean check progress grade \
-        doctor dashboard deploy-check bench cluster cluster-stop notebooks lab workspace
+        doctor dashboard deploy-check bench cluster cluster-stop notebooks lab workspace watch
 
 help:
-	@echo "make run        serve final/ at http://127.0.0.1:5000 (STEP=NN for a step, SERVICES=1 for MariaDB + memcached)"
-	@echo "make test       every test, on real MariaDB, memcached and chromium"
-	@echo "make services   start MariaDB, memcached and SASL memcached on loopback; writes services.env"
-	@echo "make services-stop   stop what make services started"
+	@echo "make run [STEP=NN] [APP=dir] [PORT=n]   serve final/ (or a step, or your app) at http://127.0.0.1:5000"
+	@echo "                 SERVICES=1 uses MariaDB + SASL memcached; a PORT given once is remembered"
+	@echo "make test        every test, on real MariaDB, memcached and chromium"
+	@echo "make services    start MariaDB, memcached and SASL memcached on loopback; writes services.env"
+	@echo "make services-status   the workshop's ports and who holds them; make services-stop stops them"
+	@echo "make workspace   your own copy of step 01 in workspace/"
+	@echo "make watch [APP=dir]             check your app at every save, stage after stage"
+	@echo "make check STEP=NN [APP=dir]     does your app do what stage NN asks? (APP: workspace/)"
+	@echo "make progress [APP=dir]          every stage, DONE or PENDING"
+	@echo "make dashboard [PORT=n]          memcached's counters at http://127.0.0.1:5050"
+	@echo "make grade DIRS=\"class/*\" [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
+	@echo "make doctor      diagnose Python, packages, services, the SASL plugin and ports"
+	@echo "README.md lists every command."
 
 setup:
 	@bash scripts/setup.sh
@@ -29,12 +38,15 @@ services-stop:
 services-status:
 	@python3 -m runtime.services status
 
+# make run PORT=5001 (or make dashboard PORT=5051): that port from now on, in every terminal.
+CHOSEN_PORT = port=$$(python3 -m runtime.services port $(1) $(PORT)) || exit 2
+
 run: setup $(if $(SERVICES),services,)
 	@test -d "$(APP)" || { echo "run: no step folder matches STEP=$(STEP)" >&2; exit 2; }
-	@echo "==> serving $(APP) at http://127.0.0.1:5000 (Ctrl-C stops it)"
-	@$(if $(SERVICES),$(LOAD_SERVICES),$(EMBEDDED)) bash -c 'cd "$(APP)" && \
+	@$(call CHOSEN_PORT,app); echo "==> serving $(APP) at http://127.0.0.1:$$port (Ctrl-C stops it)"; \
+	$(if $(SERVICES),$(LOAD_SERVICES),$(EMBEDDED)) PORT=$$port bash -c 'cd "$(APP)" && \
 	  if [ -d migrations ]; then $(CURDIR)/$(PY) -m flask --app application --debug db upgrade; fi && \
-	  exec $(CURDIR)/$(PY) -m flask --app application run --debug --host 127.0.0.1 --port 5000'
+	  exec $(CURDIR)/$(PY) -m flask --app application run --debug --host 127.0.0.1 --port "$$PORT"'
 
 test: services
 	@echo "==> running the tests"
@@ -50,11 +62,15 @@ check: services
 progress: services
 	@$(PY) -m checks progress "$(CHECKED)"
 
+# make watch [APP=dir]: the first stage that does not pass yet, checked again at every save.
+watch: services
+	@$(PY) -m checks watch "$(CHECKED)"
+
 doctor: setup
 	@$(PY) -m checks doctor
 
 dashboard: services
-	@$(PY) -m instruments.dashboard
+	@$(call CHOSEN_PORT,dashboard); $(PY) -m instruments.dashboard --port $$port
 
 deploy-check: services
 	@$(PY) -m rehearsal
@@ -80,12 +96,13 @@ workspace:
 catch-up:
 	@python3 scripts/workspace.py catch-up "$(STEP)"
 
-# make grade DIRS="class/*" [JOBS=2] [OUT=build/grades]: the instructor's batch over learner folders.
+# make grade DIRS="class/*" [JOBS=2] [OUT=build/grades] [FORMAT=markdown]: the instructor's batch.
 # make grade-bench: the checker's speed figures (all steps; 30 learner folders with 2 jobs).
 .PHONY: grade-bench
 grade: services
 	@test -n "$(DIRS)" || { echo 'grade: name the learner folders, e.g. make grade DIRS="class/*"' >&2; exit 2; }
-	@$(PY) -m checks grade $(DIRS) --jobs $(or $(JOBS),2) --out "$(or $(OUT),build/grades)"
+	@$(PY) -m checks grade $(DIRS) --jobs $(or $(JOBS),2) --out "$(or $(OUT),build/grades)" \
+	  --format $(or $(FORMAT),table)
 
 grade-bench: services
 	@$(PY) -m checks grade --bench --jobs $(or $(JOBS),2)

@@ -7,6 +7,7 @@ COMMANDS = {
     "progress": "checks.progress",
     "grade": "checks.grade",
     "doctor": "checks.doctor",
+    "watch": "checks.watch",
 }
 USAGE = "usage: python -m checks {" + ",".join(COMMANDS) + "} ..."
 

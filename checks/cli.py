@@ -3,9 +3,10 @@ checks run under pytest in this process, and the results printed and written the
 
     python -m checks run NN [APP_DIR] [--json FILE] [--junit FILE] [-k EXPR] [-x]   checks/run.py
     python -m checks progress [APP_DIR] [--json FILE]                               checks/progress.py
-    python -m checks grade DIR... [--jobs N] [--out DIR] [--timeout S]              checks/grade.py
+    python -m checks grade DIR... [--jobs N] [--out DIR] [--format markdown]        checks/grade.py
     python -m checks grade --bench                                                  checks/grade.py
     python -m checks doctor                                                         checks/doctor.py
+    python -m checks watch [APP_DIR]                                                checks/watch.py
 """
 import argparse
 import json
@@ -185,6 +186,16 @@ def show(result, stages, out=sys.stdout):
         print(wrap("hint: ", e.hint), file=out)
         print(wrap("reread: ", f"{stage.lesson_path}, section \"{e.section}\""), file=out)
     out.flush()
+
+
+def make_command(target, app_dir, step=None):
+    """The make command that does TARGET for APP_DIR: it works in any shell, venv or not."""
+    try:
+        app = str(Path(app_dir).resolve().relative_to(ROOT))
+    except ValueError:
+        app = str(app_dir)
+    app = f"'{app}'" if any(c.isspace() or c in "'\"$" for c in app) else app
+    return f"make {target}" + (f" STEP={step}" if step else "") + f" APP={app}"
 
 
 def shown_path(path):

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from checks.cli import Parser, symbols, wrap
 from checks.manifest import ROOT
-from runtime import memcached, processes, services
-
-LEARNER_PORTS = {5000: "`make run` serves the app there", 5050: "`make dashboard` serves the dashboard there"}
+from runtime import memcached, services
 
 
 def main(args):
@@ -135,35 +133,13 @@ def mariadb_finding(env):
 
 
 def port_findings(services, env):
-    ours = {services.MARIADB_PORT: "mariadb", services.PLAIN_PORT: "memcached",
-            services.SASL_PORT: "memcached-sasl"}
-    for port, name in ours.items():
-        pid = processes.read_pid(services.RUN_DIR / f"{name}.pid")
-        mine = pid and processes.alive(pid)
-        if services.port_open(port) and not mine:
-            yield (False, f"port {port} is taken by {port_owner(port)}, not by the workshop's {name}",
-                   f"Stop that program, or start the services on other ports "
-                   f"(e.g. WORKSHOP_{'MARIADB' if name == 'mariadb' else 'SASL_MEMCACHED' if 'sasl' in name else 'MEMCACHED'}_PORT=...) "
-                   "and run `make services` again.")
-        elif mine:
-            yield True, f"port {port} is the workshop's {name}", ""
+    """Each port the workshop uses: its own program there (known by its pid file), free, or foreign."""
+    for name, (_, _, what, _) in services.PORTS.items():
+        port = services.port(name)
+        pid = services.running(name) if name in services.SERVICES else None
+        if pid:
+            yield True, f"port {port} is the workshop's {what} (pid {pid})", ""
+        elif services.port_open(port):
+            yield (False, *services.foreign(port, name))
         else:
-            yield True, f"port {port} is free for the workshop's {name}", ""
-    for port, use in LEARNER_PORTS.items():
-        if services.port_open(port):
-            yield (False, f"port {port} is taken by {port_owner(port)} ({use})",
-                   f"Stop that program (e.g. an earlier `make run` still running), then try again.")
-        else:
-            yield True, f"port {port} is free ({use})", ""
-
-
-def port_owner(port):
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-    except Exception:  # psutil missing or not allowed to look: say so plainly
-        pass
-    return "another program"
+            yield True, f"port {port} is free for the workshop's {what}", ""

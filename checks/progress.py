@@ -1,6 +1,6 @@
 """python -m checks progress [APP_DIR]: which stages an app folder has reached."""
 from checks.cli import (DEFAULT_APP, Parser, app_folder, app_options, common_options, execute,
-                        output_file, shown_path, summary_json, wrap, write_json)
+                        make_command, output_file, shown_path, summary_json, wrap, write_json)
 from checks.manifest import load_manifest, stage_of
 
 
@@ -38,7 +38,7 @@ def main(args):
     if following:
         lesson = stage_of(stages, following["number"]).lesson_path
         print(f". Next: stage {following['number']} ({lesson}); "
-              f"python -m checks run {following['number']} shows what is missing.")
+              f"`{make_command('check', app_dir, following['number'])}` shows what is missing.")
     else:
         print(". Every stage is done.")
     return 0

@@ -1,9 +1,10 @@
 """`python -m instruments.dashboard`: the MemCachier analytics view, on the learner's own machine.
 
-Serves one page at http://127.0.0.1:5050 that shows memcached's counters (one column per server,
-plus a total), refreshed every second, with a hits/misses chart and a "since you clicked Mark"
-strip. It reads MEMCACHIER_* like the apps do, so by default it watches the app's memcached. It
-never writes to the app; its only writes to memcached are the Reset and Flush buttons.
+Serves one page at http://127.0.0.1:5050 (or the port chosen once with `make dashboard PORT=...`)
+that shows memcached's counters (one column per server, plus a total), refreshed every second,
+with a hits/misses chart and a "since you clicked Mark" strip. It reads MEMCACHIER_* like the apps
+do, so by default it watches the app's memcached. It never writes to the app; its only writes to
+memcached are the Reset and Flush buttons.
 Standard library only (counters come from runtime.memcached).
 """
 import argparse
@@ -20,7 +21,6 @@ from pathlib import Path
 
 from runtime import memcached, services
 
-DEFAULT_PORT = 5050
 PAGE = Path(__file__).resolve().parent / "dashboard_assets" / "page.html"
 SAMPLE_SECONDS = 1.0
 FRESH_SECONDS = 0.25
@@ -407,7 +407,8 @@ def parse_args(args):
                     description="A live view of memcached's counters at http://127.0.0.1:5050. "
                                 "Each setting comes from its option, else the environment, "
                                 "else services.env.")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1 (default 5050)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port on 127.0.0.1 (default: the one chosen with make dashboard PORT=..., else 5050)")
     parser.add_argument("--servers", help="host:port[,host:port...] (MEMCACHIER_SERVERS)")
     parser.add_argument("--username", help="SASL user (MEMCACHIER_USERNAME)")
     parser.add_argument("--password", help="SASL password (MEMCACHIER_PASSWORD; prefer the variable)")
@@ -447,6 +448,8 @@ def settings(options):
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"{address!r} is not host:port")
+    if options.port is None:
+        options.port = services.port("dashboard")
     if not 0 < options.port < 65536:
         raise UsageError(f"--port {options.port} is not a port number")
     return addresses, username, password

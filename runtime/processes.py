@@ -26,6 +26,35 @@ def alive(pid):
         return True
 
 
+def program(pid):
+    """The name of PID's program (as `ps -o comm` shows it), or None when it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def listener(port):
+    """The pid of the process listening on loopback TCP PORT, or None when none is found."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                return int(fd_dir.parent.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
+
+
 def read_pid(pidfile):
     try:
         return int(Path(pidfile).read_text().strip())

@@ -22,9 +22,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".services"
 ENV_FILE = ROOT / "services.env"
 
-MARIADB_PORT = int(os.environ.get("WORKSHOP_MARIADB_PORT", "3307"))
-PLAIN_PORT = int(os.environ.get("WORKSHOP_MEMCACHED_PORT", "11311"))
-SASL_PORT = int(os.environ.get("WORKSHOP_SASL_MEMCACHED_PORT", "11312"))
+# Ports chosen once (a WORKSHOP_*_PORT variable, or `make run PORT=...`) are remembered here, so a
+# terminal without the variables uses the same ones and never rewrites services.env to others.
+PORTS_FILE = RUN_DIR / "ports"
+# name: (the variable that chooses it, its default, what it is, the program the workshop runs there)
+PORTS = {
+    "mariadb": ("WORKSHOP_MARIADB_PORT", 3307, "MariaDB", "mariadbd"),
+    "memcached": ("WORKSHOP_MEMCACHED_PORT", 11311, "memcached", "memcached"),
+    "memcached-sasl": ("WORKSHOP_SASL_MEMCACHED_PORT", 11312, "SASL memcached", "memcached"),
+    "app": ("PORT", 5000, "app (`make run`)", None),
+    "dashboard": ("PORT", 5050, "dashboard (`make dashboard`)", None),
+}
+SERVICES = ("mariadb", "memcached", "memcached-sasl")
 
 DB_NAME = "workshop"
 DB_USER = "workshop"
@@ -40,6 +49,69 @@ class ServiceError(Exception):
 
 # The harness raises the same kind of error: one class for "the set-up is not right".
 HarnessError = ServiceError
+
+
+def port_number(value, what):
+    if not str(value).isdigit() or not 0 < int(value) < 65536:
+        raise ServiceError(f"{what}={value!r} is not a port number (1 to 65535)")
+    return int(value)
+
+
+def remembered_ports():
+    """The ports chosen earlier, by name."""
+    ports = {}
+    try:
+        lines = PORTS_FILE.read_text().splitlines()
+    except OSError:
+        return ports
+    for line in lines:
+        name, _, value = line.partition("=")
+        if name.strip() in PORTS and value.strip().isdigit():
+            ports[name.strip()] = int(value)
+    return ports
+
+
+def remember_ports(chosen):
+    ports = {**remembered_ports(), **chosen}
+    PORTS_FILE.parent.mkdir(exist_ok=True)
+    PORTS_FILE.write_text("# Ports the workshop uses, as chosen once; see README.md, The services.\n"
+                          + "".join(f"{name}={port}\n" for name, port in sorted(ports.items())))
+
+
+def port(name, chosen=None):
+    """NAME's port: CHOSEN (remembered from now on), else the one chosen earlier, else the default.
+    A service's WORKSHOP_*_PORT variable counts as chosen; `make services` remembers it."""
+    variable, default = PORTS[name][:2]
+    if chosen not in (None, ""):
+        number = port_number(chosen, variable)
+        remember_ports({name: number})
+        return number
+    if name in SERVICES and os.environ.get(variable):
+        return port_number(os.environ[variable], variable)
+    return remembered_ports().get(name, default)
+
+
+def running(name, run_dir=RUN_DIR):
+    """The pid of the workshop's own NAME service, from its pid file; None if it is not running.
+    A port being open says nothing: another program may hold it."""
+    pid = processes.read_pid(Path(run_dir) / f"{name}.pid")
+    if pid and processes.alive(pid) and processes.program(pid) == PORTS[name][3]:
+        return pid
+    return None
+
+
+def foreign(port_taken, name):
+    """What holds PORT_TAKEN instead of the workshop's NAME, and the fix: one line joined by ": "."""
+    variable, _, what = PORTS[name][:3]
+    pid = processes.listener(port_taken)
+    owner = f"{processes.program(pid)} (pid {pid})" if pid else "another program"
+    ours = {port(other) for other in PORTS}
+    spare = next((p for p in range(port_taken + 1, port_taken + 20)
+                  if p not in ours and not port_open(p)), free_port())
+    target = "make services" if name in SERVICES else f"make {'run' if name == 'app' else name}"
+    command = f"{variable}={spare} {target}" if name in SERVICES else f"{target} {variable}={spare}"
+    return (f"port {port_taken} is taken by {owner}, not by the workshop's {what}",
+            f"stop that program, or choose another port once: {command}")
 
 
 def is_root():
@@ -188,16 +260,16 @@ def shown(path):
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
+def start_mariadb(run_dir, port):
     """A private MariaDB with its data, pid file and log in RUN_DIR, on 127.0.0.1:PORT."""
     run_dir = Path(run_dir)
     pidfile = run_dir / "mariadb.pid"
-    pid = processes.read_pid(pidfile)
-    if pid and processes.alive(pid) and port_open(port):
+    pid = running("mariadb", run_dir)
+    if pid:
         print(f"  MariaDB already running (pid {pid}) on 127.0.0.1:{port}")
         return
     if port_open(port):
-        raise ServiceError(f"port {port} is in use by another program; free it or set WORKSHOP_MARIADB_PORT")
+        raise ServiceError(": ".join(foreign(port, "mariadb")))
     datadir = run_dir / "mariadb"
     log = run_dir / "mariadb.log"
     user = ["--user=root"] if is_root() else []
@@ -236,10 +308,12 @@ def start_mariadb(run_dir=RUN_DIR, port=MARIADB_PORT):
 
 def start_memcached(name, port, sasl, run_dir=RUN_DIR):
     pidfile = Path(run_dir) / f"{name}.pid"
-    pid = processes.read_pid(pidfile)
-    if pid and processes.alive(pid) and port_open(port):
+    pid = running(name, run_dir)
+    if pid:
         print(f"  {name} already running (pid {pid}) on 127.0.0.1:{port}")
         return
+    if port_open(port):
+        raise ServiceError(": ".join(foreign(port, name)))
     conf = sasl_conf_dir(run_dir) if sasl else None
     server = Memcached(port=port, sasl=sasl, sasl_conf=conf, log=Path(run_dir) / f"{name}.log")
     server.start(detach=True)
@@ -248,21 +322,31 @@ def start_memcached(name, port, sasl, run_dir=RUN_DIR):
 
 
 def start():
+    ports = {name: port(name) for name in SERVICES}
+    earlier = remembered_ports()
+    for name in SERVICES:
+        pid, before = running(name), earlier.get(name, PORTS[name][1])
+        if pid and ports[name] != before:
+            raise ServiceError(
+                f"the workshop's {PORTS[name][2]} already runs on 127.0.0.1:{before} (pid {pid}); to move "
+                f"it to {ports[name]}, run `make services-stop` first, then "
+                f"`{PORTS[name][0]}={ports[name]} make services`")
     RUN_DIR.mkdir(exist_ok=True)
     plugin_dir = sasl_plugin_dir()
-    start_mariadb()
-    start_memcached("memcached", PLAIN_PORT, sasl=False)
-    start_memcached("memcached-sasl", SASL_PORT, sasl=True)
+    start_mariadb(RUN_DIR, ports["mariadb"])
+    start_memcached("memcached", ports["memcached"], sasl=False)
+    start_memcached("memcached-sasl", ports["memcached-sasl"], sasl=True)
+    remember_ports(ports)
     write_env({
         "RDS_HOSTNAME": "127.0.0.1",
-        "RDS_PORT": MARIADB_PORT,
+        "RDS_PORT": ports["mariadb"],
         "RDS_DB_NAME": DB_NAME,
         "RDS_USERNAME": DB_USER,
         "RDS_PASSWORD": DB_PASSWORD,
-        "MEMCACHIER_SERVERS": f"127.0.0.1:{SASL_PORT}",
+        "MEMCACHIER_SERVERS": f"127.0.0.1:{ports['memcached-sasl']}",
         "MEMCACHIER_USERNAME": SASL_USER,
         "MEMCACHIER_PASSWORD": SASL_PASSWORD,
-        "MEMCACHED_PLAIN_SERVERS": f"127.0.0.1:{PLAIN_PORT}",
+        "MEMCACHED_PLAIN_SERVERS": f"127.0.0.1:{ports['memcached']}",
         "SASL_PATH": plugin_dir,
         "WORKSHOP_SASL_CONF": str(RUN_DIR / "sasl"),
     })
@@ -270,31 +354,48 @@ def start():
 
 
 def stop():
-    for name in ("memcached-sasl", "memcached", "mariadb"):
-        pidfile = RUN_DIR / f"{name}.pid"
-        pid = processes.read_pid(pidfile)
-        if pid and processes.alive(pid):
+    for name in reversed(SERVICES):
+        pid = running(name)
+        if pid:
             processes.stop(pid, timeout=30, name=name)
             print(f"  stopped {name} (pid {pid})")
-        pidfile.unlink(missing_ok=True)
+        (RUN_DIR / f"{name}.pid").unlink(missing_ok=True)
 
 
 def status():
-    rows = [("mariadb", MARIADB_PORT), ("memcached", PLAIN_PORT), ("memcached-sasl", SASL_PORT)]
-    for name, port in rows:
-        pid = processes.read_pid(RUN_DIR / f"{name}.pid")
-        state = "running" if pid and processes.alive(pid) and port_open(port) else "stopped"
-        print(f"  {name:15} 127.0.0.1:{port:<6} {state}")
+    """Each port the workshop uses, and whether the workshop's own program holds it."""
+    for name in PORTS:
+        number, pid = port(name), running(name) if name in SERVICES else None
+        if pid:
+            state = f"running (pid {pid})"
+        elif port_open(number):
+            state = ": ".join(foreign(number, name))
+        else:
+            state = "stopped" if name in SERVICES else "free"
+        print(f"  {name:15} 127.0.0.1:{number:<6} {state}")
+
+
+def print_port(name, chosen=None):
+    """`make run` and `make dashboard`: the port to serve on, remembering a PORT= given once."""
+    print(port(name, chosen))
 
 
 def main(argv):
     actions = {"start": start, "stop": stop, "status": status}
-    if len(argv) != 1 or argv[0] not in actions:
-        print("usage: python3 -m runtime.services start|stop|status", file=sys.stderr)
+    if not (len(argv) == 1 and argv[0] in actions
+            or argv[:1] == ["port"] and len(argv) in (2, 3) and argv[1] in ("app", "dashboard")):
+        print("usage: python3 -m runtime.services start|stop|status|port {app,dashboard} [PORT]",
+              file=sys.stderr)
         return 2
     try:
-        actions[argv[0]]()
-    except (ServiceError, subprocess.CalledProcessError) as exc:
+        if argv[0] == "port":
+            print_port(*argv[1:])
+        else:
+            actions[argv[0]]()
+    except ServiceError as exc:
+        print(f"services: {exc}", file=sys.stderr)
+        return 2 if argv[0] == "port" else 1
+    except subprocess.CalledProcessError as exc:
         print(f"services: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -50,3 +50,16 @@ def wait_for(condition, what="the condition", timeout=30.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
         time.sleep(0.02)
+
+
+def processes_marked(mark):
+    """Pids of the processes whose environment holds MARK (NAME=VALUE): whatever a run started
+    with that variable set, and its children, left behind."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone already, or not ours to read
+            pass
+    return found

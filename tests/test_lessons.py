@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.harness import run_app
+from runtime.harness import run_app
 from test_steps import STEPS, delete_ids, folder, lesson, step_diffs, workspace
 
 ROOT = Path(__file__).resolve().parent.parent

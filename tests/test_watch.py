@@ -1,0 +1,80 @@
+"""Watch mode (`python -m checks watch`): it finds the first stage that does not pass, checks it
+again when the app changes, moves on when it passes, and Ctrl-C leaves no process behind."""
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import ROOT, processes_marked, wait_for
+from test_checks import FOLDERS
+
+IGNORE = shutil.ignore_patterns("__pycache__", "instance", "*.pyc")
+
+
+def gunicorns(mark):
+    """The app servers among the processes carrying MARK."""
+    found = []
+    for pid in processes_marked(mark):
+        try:
+            if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def start_watch(app, mark):
+    """`python -m checks watch APP` with MARK in its environment; the process and its output so far."""
+    name, value = mark.split("=")
+    proc = subprocess.Popen([sys.executable, "-m", "checks", "watch", str(app)], cwd=ROOT,
+                            env={**os.environ, name: value}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    return proc, lambda: "".join(lines)
+
+
+def test_watch_moves_on_stage_by_stage_to_the_summary(tmp_path, services_env):
+    app = tmp_path / "workspace"
+    shutil.copytree(FOLDERS["04"], app, ignore=IGNORE)
+    proc, text = start_watch(app, f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}")
+    try:
+        wait_for(lambda: "Save a file in" in text(), "stage 05 shown", timeout=240)
+        assert "stages 01 to 04 pass" in text() and "Stage 05: " in text()
+        assert "hint: Delete the cached task list" in text(), text()
+
+        shutil.copytree(FOLDERS["05"], app, ignore=IGNORE, dirs_exist_ok=True)
+        wait_for(lambda: text().count("Save a file in") == 2, "stage 06 shown", timeout=240)
+        after = text().split("checking stage 05 again", 1)[1]
+        assert "Stage 05 passes." in after and "Stage 06: " in after, text()
+
+        shutil.copytree(FOLDERS["09"], app, ignore=IGNORE, dirs_exist_ok=True)
+        assert proc.wait(timeout=300) == 0, text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_for(lambda: "All 9 stages pass on " in text(), "the summary read", timeout=30)
+    after = text().split("checking stage 06 again", 1)[1]
+    assert [f"Stage {n} passes." in after for n in ("06", "07", "08", "09")] == [True] * 4, text()
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path, services_env):
+    app, mark = tmp_path / "workspace", f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}"
+    shutil.copytree(FOLDERS["01"], app, ignore=IGNORE)
+    proc, text = start_watch(app, mark)
+    try:
+        # Ctrl-C while a check runs: its gunicorn and memcached must go with it.
+        wait_for(lambda: gunicorns(mark), "the app under check running", timeout=240)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_for(lambda: "checks watch: interrupted" in text(), "the interruption reported", timeout=30)
+    wait_for(lambda: not processes_marked(mark), "every process of the run gone", timeout=30)
