@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(mariadb-server mariadb-client memcached sasl2-bin libsasl2-modules libmariadb-dev
-          pkg-config gcc chromium wrk nginx git)
+          pkg-config gcc chromium wrk nginx git python3.11-venv)
+# python3.11-venv: the deploy rehearsal builds its venv from Debian's /usr/bin/python3.11, which the
+# webapp user it runs the app as can reach (a Python under /root is out of its reach).
 PYTHON=${PYTHON:-python3.11}
 
 say() { printf '==> %s\n' "$*"; }
