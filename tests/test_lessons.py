@@ -158,7 +158,7 @@ def test_edit_places_each_hunk_once():
 def replayed(request, tmp_path_factory):
     """(number, folder, generated paths): lesson NUMBER done on a copy of the checkpoint before it."""
     number = request.param
-    work = tmp_path_factory.mktemp(f"lesson-{number}") / STEPS[number]["folder"]
+    work = tmp_path_factory.mktemp(f"lesson-{number}") / STEPS[number].folder
     return number, work, replay(number, work)
 
 
