@@ -1,4 +1,5 @@
 """The task list app: create_app() builds it, configured from the environment."""
+import io
 import logging
 import os
 import secrets
@@ -29,7 +30,7 @@ def create_app(test_config=None):
     check_secret_key(app)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_cache_logs()
-    app.wsgi_app = SiteRoot(app.wsgi_app)
+    app.wsgi_app = Inbound(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
 
     db.init_app(app, MIGRATIONS)
     init_store_and_sessions(app)
@@ -76,19 +77,26 @@ def init_store_and_sessions(app):
     app.session_interface = SessionInterface(app, sessions, app.config["SESSION_KEY_PREFIX"])
 
 
-class SiteRoot:
-    """Serve the app at the site's root whatever the request says.
+class Inbound:
+    """Two rules applied to every request before Flask sees it.
 
-    gunicorn takes SCRIPT_NAME from a request header sent from loopback; Flask would put it in
-    every URL of a page that is then cached for everyone. The path is given back in full.
+    - The app is served at the site's root: gunicorn takes SCRIPT_NAME from a request header sent
+      from loopback, and Flask would put it in every URL of a page that is cached for everyone.
+    - A chunked body (no Content-Length) is read whole up to the limit: Werkzeug would cut one
+      over MAX_CONTENT_LENGTH short and parse the rest; here it answers 413 like any large body.
     """
 
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
+    def __init__(self, wsgi_app, max_length):
+        self.wsgi_app, self.max_length = wsgi_app, max_length
 
     def __call__(self, environ, start_response):
         environ["PATH_INFO"] = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         environ["SCRIPT_NAME"] = ""
+        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read(self.max_length + 1)
+            # A length over the limit makes Flask answer 413 before any view reads the form.
+            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)  # Werkzeug ignores the length while it says chunked
         return self.wsgi_app(environ, start_response)
 
 

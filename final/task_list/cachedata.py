@@ -65,6 +65,9 @@ class Client(pylibmc.Client):
         if flags != FLAG:
             self.refused = True
             refuse("memcached value refused: not written by this app (wrong flag)")
+        if not raw:  # pylibmc hands over None for an empty value
+            self.refused = True
+            refuse("memcached value refused: empty")
         mac, body = raw[:MAC_SIZE], raw[MAC_SIZE:]
         if not hmac.compare_digest(hashlib.blake2b(body, key=self.key, digest_size=MAC_SIZE).digest(), mac):
             self.refused = True

@@ -108,11 +108,17 @@ def render_rows(tasks):
 def invalidate_task_list(memoized):
     """After a commit: a new version for every page's data, and a tombstone on the front page.
 
-    Both are shared by every release on this database, so every reader sees the write. Each
-    write goes on its own with a retry on a new connection, so a server that is down, or has just
-    come back, loses no invalidation. A failure is logged, never raised: the row is already
-    committed, and an error page would make the visitor submit it again.
+    Both are shared by every release on this database, so every reader sees the write. The
+    version is written by delete_memoized() and once more by the store: Flask-Caching drops
+    set_many's list of failed keys, so only the store's write is sure to be retried. Each write
+    goes on its own with a retry on a new connection, so a server that is down, or has just come
+    back, loses no invalidation. A failure is logged, never raised: the row is already committed,
+    and an error page would make the visitor submit it again.
     """
+    try:
+        cache.delete_memoized(memoized)
+    except Exception as exc:  # any backend error; Flask-Caching does not wrap this call
+        log.warning("could not invalidate the memoized task pages: %s", exc)
     store().invalidate({key(cache.version_key(memoized)): cache.new_version(),
                         key(FRONT_PAGE): TOMBSTONE},
                        current_app.config["CACHE_DEFAULT_TIMEOUT"])
