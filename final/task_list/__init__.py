@@ -42,7 +42,8 @@ def create_app(test_config=None):
     app.register_blueprint(tasks.bp)
     app.register_blueprint(health.bp)
     app.register_error_handler(HTTPException, http_error)
-    log.info("cache keys of this release start with %s%s:", app.config["CACHE_KEY_PREFIX"],
+    prefix = app.config["CACHE_KEY_PREFIX"]
+    log.info("cache keys start with %s; this release's own with %s%s:", prefix, prefix,
              app.config["RELEASE"])
     return app
 
