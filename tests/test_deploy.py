@@ -279,7 +279,7 @@ def test_missing_requirement_is_caught(bundle, capsys, services_env):
     code, out, _ = rehearse(capsys, "--dir", str(bundle))
     assert code == 1
     assert ("requirements.txt: installs nothing that provides 'pylibmc', which "
-            "final/task_list/store.py imports: a missing requirement") in out
+            "final/task_list/cachedata.py imports: a missing requirement") in out
 
 
 def test_migration_that_fails_is_caught(bundle, capsys, services_env):
