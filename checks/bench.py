@@ -80,7 +80,7 @@ PAGE = (Path(__file__).parent / "page.html").read_bytes()
 def index():
     return Response(PAGE, mimetype="text/html")
 '''
-LIMIT_APP = '''"""The limit: final/'s extensions, and one pooled pylibmc get of final/'s page per request."""
+LIMIT_APP = '''"""The limit: final/'s extensions, and one pooled pylibmc get of final/'s page."""
 import os
 import queue
 from pathlib import Path
