@@ -97,7 +97,8 @@ class Inbound:
             body = environ["wsgi.input"].read(self.max_length + 1)
             # A length over the limit makes Flask answer 413 before any view reads the form.
             environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
-            environ.pop("HTTP_TRANSFER_ENCODING", None)  # Werkzeug ignores the length while it says chunked
+            # Werkzeug ignores the length while the request says it is chunked.
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
         return self.wsgi_app(environ, start_response)
 
 

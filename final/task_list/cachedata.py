@@ -74,7 +74,8 @@ class Client(pylibmc.Client):
             self.refused = True
             refuse("memcached value refused: empty")
         mac, body = raw[:MAC_SIZE], raw[MAC_SIZE:]
-        if not hmac.compare_digest(hashlib.blake2b(body, key=self.key, digest_size=MAC_SIZE).digest(), mac):
+        expected = hashlib.blake2b(body, key=self.key, digest_size=MAC_SIZE).digest()
+        if not hmac.compare_digest(expected, mac):
             self.refused = True
             refuse("memcached value refused: bad MAC")
         try:
@@ -91,7 +92,7 @@ class Client(pylibmc.Client):
             return None
         if item[0] != key or (item[1] and item[1] < time.time()):
             self.refused = True
-            log.warning("memcached value refused: copied from another key, or replayed after its expiry")
+            log.warning("memcached value refused: from another key, or past its expiry")
             return None
         return item[2]
 
