@@ -6,9 +6,15 @@ Everything runs through runtime.harness with Elastic Beanstalk's server (gunicor
 threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package):
 
 - the ceiling: a Flask app that answers with final/'s own page, byte for byte, and does nothing else;
-- final/ with caching off, with the query cache only, and with every layer (the default);
+- the limit: a Flask app with final/'s extensions that answers with one pooled pylibmc get of
+  final/'s own page from the same memcached, the least a cached page can cost;
+- final/ with caching off, with the query cache only, and with every layer (the default), the
+  last for a first-time visitor (no cookies) and for a returning one (the cookies a browser holds
+  after adding a task through the form, sent with every request);
 - final/ with its memcached stopped, which must fail fast and so be no slower than caching off;
-- the first read of the list after a write (the page is rebuilt), timed one request at a time.
+- the first read of the list after a write (the page is rebuilt), timed one request at a time;
+- steps/09-sessions, the tutorial's design, at 100 tasks only (its unpaginated page outgrows
+  memcached's 1 MB at a few thousand), next to a ceiling serving its own page.
 
 Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
 same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
@@ -41,9 +47,14 @@ CONFIGS = [  # (label, CACHE_LAYERS); None keeps final/'s default, every layer o
 ]
 STOPPED = "memcached stopped"
 CEILING = "ceiling"
-SHOWN = [CEILING, "caching off", "query cache only", "full caching", STOPPED]  # table and plot
+LIMIT = "limit: one pooled get"
+RETURNING = "full caching, returning"
+SHOWN = [CEILING, LIMIT, "caching off", "query cache only", "full caching", RETURNING, STOPPED]
+TUTORIAL = "steps/09 (tutorial)"
+TUTORIAL_CEILING = "ceiling, its page"
+TUTORIAL_SIZE = 100  # steps/09 lists every task on one page: measured at this size only
 TARGETS = {
-    "ceiling_ratio": 0.9,   # full caching at least 0.9x the ceiling
+    "limit_ratio": 0.95,    # full caching at least 0.95x the limit, for both visitors
     "p50_growth": 1.2,      # p50 at the largest size within 1.2x of the smallest
     "first_read_ms": 20.0,  # first read after a write, p50, at the largest size
 }
@@ -69,6 +80,57 @@ PAGE = (Path(__file__).parent / "page.html").read_bytes()
 def index():
     return Response(PAGE, mimetype="text/html")
 '''
+LIMIT_APP = '''"""The limit: final/'s extensions, and one pooled pylibmc get of final/'s page."""
+import os
+import queue
+from pathlib import Path
+
+import pylibmc
+from flask import Flask, Response
+from flask_caching import Cache
+from flask_session import Session
+
+PAGE = (Path(__file__).parent / "page.html").read_bytes()
+KEY = "bench-limit:page"
+SERVERS = os.environ["MEMCACHIER_SERVERS"].split(",")
+LOGIN = {"username": os.environ.get("MEMCACHIER_USERNAME"),
+         "password": os.environ.get("MEMCACHIER_PASSWORD")}
+
+
+def new_client():
+    return pylibmc.Client(SERVERS, binary=True, behaviors={"tcp_nodelay": True, "ketama": True},
+                          **LOGIN)
+
+
+idle = queue.LifoQueue()
+for _ in range(16):
+    idle.put(new_client())
+application = Flask(__name__)
+application.config.update(
+    SECRET_KEY=os.environ["SECRET_KEY"], SESSION_TYPE="memcached", SESSION_MEMCACHED=new_client(),
+    CACHE_TYPE="SASLMemcachedCache", CACHE_MEMCACHED_SERVERS=SERVERS,
+    CACHE_MEMCACHED_USERNAME=LOGIN["username"], CACHE_MEMCACHED_PASSWORD=LOGIN["password"],
+    CACHE_OPTIONS={"pool_size": 16})
+Cache(application)
+Session(application)
+
+
+@application.get("/")
+def index():
+    client = idle.get()
+    try:
+        try:
+            page = client.get(KEY)
+        except pylibmc.Error:  # memcached restarted (the benchmark stops it): a new connection
+            client = new_client()
+            page = client.get(KEY)
+        if page is None:  # the benchmark flushes memcached between measurements
+            client.set(KEY, PAGE)
+            page = PAGE
+    finally:
+        idle.put(client)
+    return Response(page, mimetype="text/html")
+'''
 VERBS = ["water", "paint", "fix", "call", "clean", "buy", "sort", "plan", "read", "wash"]
 NOUNS = ["the plants", "the fence", "the bike", "grandma", "the garage", "more milk",
          "the receipts", "the trip", "chapter four", "the car"]
@@ -93,9 +155,9 @@ class Wrk:
         self.script = Path(workdir) / "report.lua"
         self.script.write_text(WRK_REPORT)
 
-    def run(self, url, seconds):
+    def run(self, url, seconds, headers=()):
         cmd = [self.path, f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds}s",
-               "-s", str(self.script), url]
+               "-s", str(self.script), *[arg for h in headers for arg in ("-H", h)], url]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
         if result.returncode != 0 or not lines:
@@ -110,11 +172,11 @@ class Wrk:
         }
 
 
-def measure(wrk, url, duration):
+def measure(wrk, url, duration, headers=()):
     """Warm up, then measure for DURATION seconds. Two seconds at least: after memcached restarts,
     each pooled client fails once and is replaced a second later."""
-    wrk.run(url + "/", max(2, duration // 5))
-    return wrk.run(url + "/", duration)
+    wrk.run(url + "/", max(2, duration // 5), headers)
+    return wrk.run(url + "/", duration, headers)
 
 
 def timed_get(conn, path="/"):
@@ -191,13 +253,38 @@ def page_bytes(url):
 
 # --- one run -----------------------------------------------------------------------------------
 
+def flask_dir(workdir, name, source, page):
+    """A folder holding a one-file Flask app SOURCE that serves PAGE (page.html)."""
+    folder = Path(workdir) / name
+    folder.mkdir()
+    (folder / "application.py").write_text(source)
+    (folder / "page.html").write_bytes(page)
+    return folder
+
+
+def memcached_env(memcached):
+    return {"MEMCACHIER_SERVERS": memcached.address, "MEMCACHIER_USERNAME": memcached.username,
+            "MEMCACHIER_PASSWORD": memcached.password}
+
+
+def returning_cookies(url):
+    """The Cookie header a browser sends after adding a task through the list's form."""
+    from runtime.visitor import Visitor
+
+    visitor = Visitor(url)
+    if visitor.add_task(f"bench returning visitor {time.time_ns()}", follow=False).status_code != 302:
+        raise BenchError("adding a task through the form did not answer 302")
+    return "Cookie: " + "; ".join(f"{c.name}={c.value}" for c in visitor.http.cookies)
+
+
 def run(options, workdir):
     """Every configuration at every size, ROUNDS times in turn: the ceiling and each
     configuration are measured a few seconds apart, so a neighbour's load hits them alike."""
     wrk = Wrk(options.threads, options.connections, workdir)
     results, first_reads = [], []
-    per_round = len(CONFIGS) + 2
-    steps = len(options.sizes) * (2 + options.rounds * per_round)
+    tutorial_size = min(TUTORIAL_SIZE, options.sizes[0])
+    per_round = len(CONFIGS) + 4
+    steps = len(options.sizes) * (2 + options.rounds * per_round) + 1 + 2 * options.rounds
     step = 0
 
     def progress(size, label):
@@ -209,18 +296,19 @@ def run(options, workdir):
         for size in options.sizes:
             progress(size, "inserting tasks")
             seed(app, size)
-            page = page_bytes(app.url)
-            ceiling_dir = Path(workdir) / f"ceiling-{size}"
-            ceiling_dir.mkdir()
-            (ceiling_dir / "application.py").write_text(CEILING_APP)
-            (ceiling_dir / "page.html").write_bytes(page)
             servers = {label: app.spawn(env={} if layers is None else {"CACHE_LAYERS": layers})
                        for label, layers in CONFIGS}
+            cookie = returning_cookies(servers["full caching"].url)
+            page = page_bytes(app.url)
             rounds = []
             try:
-                with harness.run_app(ceiling_dir, cache=None) as ceiling:
+                ceiling_dir = flask_dir(workdir, f"ceiling-{size}", CEILING_APP, page)
+                limit_dir = flask_dir(workdir, f"limit-{size}", LIMIT_APP, page)
+                with harness.run_app(ceiling_dir, cache=None) as ceiling, \
+                        harness.run_app(limit_dir, cache=None, env=memcached_env(app.memcached)) as limit:
                     for n in range(options.rounds):
-                        rounds.append(one_round(app, ceiling, servers, wrk, options.duration,
+                        rounds.append(one_round(app, ceiling, limit, servers, cookie, wrk,
+                                                options.duration,
                                                 lambda label: progress(size, f"round {n + 1}/"
                                                                        f"{options.rounds}: {label}")))
                 progress(size, f"first read after a write, {options.writes} times")
@@ -233,27 +321,54 @@ def run(options, workdir):
                                 "recovery_s": max(r["full caching"] for r in recovered)})
             say(f"      p50 {first['p50_ms']:.1f} ms (a warm read: {first['warm_p50_ms']:.1f} ms)")
             for label in SHOWN:
-                results.append({"size": size, "config": label, "page_bytes": len(page),
-                                **median_of([r[label] for r in rounds]),
-                                "ratio": statistics.median(r[label]["rps"] / r[CEILING]["rps"]
-                                                           for r in rounds)})
+                results.append(row_of(size, label, len(page), rounds, CEILING))
+    results += tutorial_rows(tutorial_size, options, wrk, workdir, progress)
     return results, first_reads
 
 
-def one_round(app, ceiling, servers, wrk, duration, progress):
-    """The ceiling, each configuration, then full caching with memcached stopped: right after
-    caching off, the figure it is compared with."""
+def row_of(size, label, page_size, rounds, ceiling):
+    return {"size": size, "config": label, "page_bytes": page_size,
+            **median_of([r[label] for r in rounds]),
+            "ratio": statistics.median(r[label]["rps"] / r[ceiling]["rps"] for r in rounds)}
+
+
+def tutorial_rows(size, options, wrk, workdir, progress):
+    """steps/09-sessions at SIZE tasks, paired with a ceiling serving its own page."""
+    with harness.run_app(ROOT / "steps" / "09-sessions", database="mariadb", cache="sasl") as app:
+        progress(size, "steps/09: inserting tasks")
+        seed(app, size)
+        page = page_bytes(app.url)
+        rounds = []
+        ceiling_dir = flask_dir(workdir, "ceiling-steps09", CEILING_APP, page)
+        with harness.run_app(ceiling_dir, cache=None) as ceiling:
+            for n in range(options.rounds):
+                row = {}
+                for label, url in ((TUTORIAL_CEILING, ceiling.url), (TUTORIAL, app.url)):
+                    progress(size, f"steps/09 round {n + 1}/{options.rounds}: {label}")
+                    row[label] = measure(wrk, url, options.duration)
+                    say(f"      {row[label]['rps']:,.0f} requests/s")
+                rounds.append(row)
+    return [row_of(size, label, len(page), rounds, TUTORIAL_CEILING)
+            for label in (TUTORIAL_CEILING, TUTORIAL)]
+
+
+def one_round(app, ceiling, limit, servers, cookie, wrk, duration, progress):
+    """The ceiling, the limit, each configuration (full caching for both visitors), then full
+    caching with memcached stopped: right after caching off, the figure it is compared with."""
     row = {}
 
-    def take(label, url):
+    def take(label, url, headers=()):
         progress(label)
-        row[label] = measure(wrk, url, duration)
+        row[label] = measure(wrk, url, duration, headers)
         say(f"      {row[label]['rps']:,.0f} requests/s")
 
     take(CEILING, ceiling.url)
+    take(LIMIT, limit.url)
     for label, _ in CONFIGS:
         app.memcached.flush()
         take(label, servers[label].url)
+        if label == "full caching":
+            take(RETURNING, servers[label].url, [cookie])
     app.memcached.stop()
     try:
         take(STOPPED, servers["full caching"].url)
@@ -298,10 +413,20 @@ def targets(results, first_reads, sizes):
     small, large = min(sizes), max(sizes)
     checks = []
     for size in sizes:
-        ratio = find(results, size, "full caching")["ratio"]
-        checks.append({"target": f"full caching >= {TARGETS['ceiling_ratio']}x the ceiling, "
-                                 f"{size:,} tasks",
-                       "measured": f"{ratio:.2f}x", "met": ratio >= TARGETS["ceiling_ratio"]})
+        limit = find(results, size, LIMIT)["rps"]
+        for label in ("full caching", RETURNING):
+            rps = find(results, size, label)["rps"]
+            checks.append({"target": f"{label} >= {TARGETS['limit_ratio']}x the limit, "
+                                     f"{size:,} tasks",
+                           "measured": f"{rps / limit:.2f}x ({rps:,.0f} vs {limit:,.0f} req/s)",
+                           "met": rps >= TARGETS["limit_ratio"] * limit})
+    tutorial = next(r for r in results if r["config"] == TUTORIAL)
+    ours = find(results, small, "full caching")
+    checks.append({"target": f"full caching x its ceiling >= the tutorial design's, "
+                             f"{small:,} vs {tutorial['size']:,} tasks",
+                   "measured": f"{ours['ratio']:.2f}x ({ours['page_bytes'] / 1024:.1f} KB page) vs "
+                               f"{tutorial['ratio']:.2f}x ({tutorial['page_bytes'] / 1024:.1f} KB)",
+                   "met": ours["ratio"] >= tutorial["ratio"]})
     if large > small:
         full = [find(results, size, "full caching")["p50_ms"] for size in (small, large)]
         growth = full[1] / full[0]
@@ -325,12 +450,13 @@ def targets(results, first_reads, sizes):
 
 
 def table(results, first_reads, checks):
-    lines = [f"{'tasks':>8}  {'configuration':18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'x ceiling':>9} {'errors':>6}   (median of {results[0]['rounds']} round"
-             f"{'s' if results[0]['rounds'] > 1 else ''})"]
+    lines = [f"{'tasks':>8}  {'configuration':24} {'page KB':>7} {'req/s':>8} {'p50 ms':>8} "
+             f"{'p99 ms':>8} {'x ceiling':>9} {'errors':>6}   (median of {results[0]['rounds']} "
+             f"round{'s' if results[0]['rounds'] > 1 else ''}; x ceiling: the ceiling above it)"]
     for r in results:
-        lines.append(f"{r['size']:>8,}  {r['config']:18} {r['rps']:>8,.0f} {r['p50_ms']:>8.2f} "
-                     f"{r['p99_ms']:>8.2f} {r['ratio']:>9.2f} {r['errors']:>6}")
+        lines.append(f"{r['size']:>8,}  {r['config']:24} {r['page_bytes'] / 1024:>7.1f} "
+                     f"{r['rps']:>8,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['ratio']:>9.2f} "
+                     f"{r['errors']:>6}")
     lines += ["", f"{'tasks':>8}  first read after a write (full caching), p50 over repeats"]
     for f in first_reads:
         lines.append(f"{f['size']:>8,}  {f['p50_ms']:.1f} ms (max {f['max_ms']:.1f} ms, a warm "
@@ -348,9 +474,10 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if r["config"] in SHOWN]  # the tutorial's pair is in the table
     sizes = sorted({r["size"] for r in results})
     labels = SHOWN
-    colors = ["#888888", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd"]
+    colors = ["#888888", "#17becf", "#d62728", "#ff7f0e", "#2ca02c", "#bcbd22", "#9467bd"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
     width = 0.8 / len(labels)
     for i, (label, color) in enumerate(zip(labels, colors)):

@@ -10,6 +10,7 @@ cluster in a temporary folder on free ports and injects faults into it.
 """
 import json
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -180,7 +181,10 @@ class Cluster:
 
     @property
     def key_prefix(self):
-        return self.extra_env.get("CACHE_KEY_PREFIX", KEY_PREFIX)
+        """What final/ puts before its shared cache keys: CACHE_KEY_PREFIX and the database's tag,
+        as the instances log it when they start."""
+        logged = re.search(r"cache keys start with (\S+);", self.log_text())
+        return logged.group(1) if logged else self.extra_env.get("CACHE_KEY_PREFIX", KEY_PREFIX)
 
     def db_connect(self):
         """A MySQLdb connection to the cluster's database, autocommit on."""

@@ -417,7 +417,8 @@ def explain_failure(tail):
         return (f"No module named {missing.group(1)!r}: requirements.txt does not install it "
                 "(a missing requirement)")
     if "SECRET_KEY is not set" in tail:
-        return "SECRET_KEY is not set: create the environment with `eb create --envvars SECRET_KEY=...`"
+        return ("SECRET_KEY is not set, a default or under 32 characters: create the environment "
+                "with `eb create --envvars SECRET_KEY=...` (64 hex characters from secrets.token_hex(32))")
     lines = [l.strip() for l in tail.splitlines() if l.strip() and not l.startswith("(Background")]
     raised = [l for l in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", l)]
     telling = raised or [l for l in lines if re.search(r"[Ee]rror|[Ff]ailed|not found|No such", l)]

@@ -290,7 +290,7 @@ def test_missing_requirement_is_caught(bundle, capsys, services_env):
     code, out, _ = rehearse(capsys, "--dir", str(bundle))
     assert code == 1
     assert ("requirements.txt: installs nothing that provides 'pylibmc', which "
-            "final/task_list/store.py imports: a missing requirement") in out
+            "final/task_list/cachedata.py imports: a missing requirement") in out
 
 
 def test_container_commands_must_leave_the_app_user_its_folders(bundle, capsys, services_env):

@@ -1,24 +1,24 @@
 """The task list app: create_app() builds it, configured from the environment."""
+import io
 import logging
 import os
 import secrets
 
 from flask import Flask, render_template
-from flask_session import Session
-from sqlalchemy.exc import OperationalError, InterfaceError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
-from task_list import csrf, settings
+from task_list import csrf, db, settings
 from task_list.caching import cache
-from task_list.db import db, migrate
-from task_list.store import LocalStore, Memcache
+from task_list.sessions import SessionInterface
+from task_list.store import LocalStore, Memcache, quiet_cache_logs
 
 log = logging.getLogger("task_list")
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+MIN_SECRET_LENGTH = 32
 
 
 class ConfigError(RuntimeError):
     """The environment does not allow the app to start; the message says how to fix it."""
-MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
 
 def create_app(test_config=None):
@@ -29,13 +29,12 @@ def create_app(test_config=None):
         app.config.update(test_config)
     check_secret_key(app)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_cache_logs()
+    app.wsgi_app = Inbound(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
 
-    db.init_app(app)
-    # Registered after Flask-SQLAlchemy's own teardown, so it runs first.
-    app.teardown_appcontext(close_session)
-    migrate.init_app(app, db, directory=MIGRATIONS)
-    cache.init_app(app)
+    db.init_app(app, MIGRATIONS)
     init_store_and_sessions(app)
+    cache.init_app(app)
     csrf.init_app(app)
 
     from task_list import health, tasks
@@ -43,70 +42,66 @@ def create_app(test_config=None):
     app.register_blueprint(tasks.bp)
     app.register_blueprint(health.bp)
     app.register_error_handler(HTTPException, http_error)
-    app.register_error_handler(OperationalError, database_down)
-    app.register_error_handler(InterfaceError, database_down)
+    prefix = app.config["CACHE_KEY_PREFIX"]
+    log.info("cache keys start with %s; this release's own with %s%s:", prefix, prefix,
+             app.config["RELEASE"])
     return app
 
 
 def check_secret_key(app):
-    if app.config["SECRET_KEY"] not in settings.KNOWN_BAD_SECRETS:
+    secret = app.config["SECRET_KEY"]
+    if secret not in settings.KNOWN_BAD_SECRETS and len(secret) >= MIN_SECRET_LENGTH:
         return
     if app.debug or app.testing:
         app.config["SECRET_KEY"] = secrets.token_hex(32)
         return
     raise ConfigError(
-        "SECRET_KEY is not set (or is a well-known default). Set it before starting the app, "
-        "for example: eb setenv SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')")
+        f"SECRET_KEY is not set, is a well-known default or is shorter than {MIN_SECRET_LENGTH} "
+        "characters. Set one before starting the app, for example: "
+        "eb setenv SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')")
 
 
 def init_store_and_sessions(app):
     servers = app.config["MEMCACHED_SERVERS"]
     if servers:
         store = Memcache(servers, app.config["MEMCACHED_USERNAME"], app.config["MEMCACHED_PASSWORD"],
-                         settings.MEMCACHED_BEHAVIORS, app.config["MEMCACHED_POOL_SIZE"])
-        app.config.update(SESSION_TYPE="memcached", SESSION_MEMCACHED=store)
+                         settings.MEMCACHED_BEHAVIORS, app.config["MEMCACHED_POOL_SIZE"],
+                         app.config["SECRET_KEY"])
+        sessions = store
     else:
         from cachelib import FileSystemCache
 
         log.info("MEMCACHIER_SERVERS is not set: using an in-process cache, which is per process")
         store = LocalStore()
-        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(
-            os.path.join(app.instance_path, "sessions"), threshold=10_000))
+        sessions = FileSystemCache(os.path.join(app.instance_path, "sessions"), threshold=10_000)
     app.extensions["task_list.store"] = store
-    Session(app)
+    app.session_interface = SessionInterface(app, sessions, app.config["SESSION_KEY_PREFIX"])
 
 
-def close_session(error):
-    """End the request's database session even when the database went away mid-request.
+class Inbound:
+    """Two rules applied to every request before Flask sees it.
 
-    The rollback on a lost connection fails; left alone, that turns a page already rendered (or a
-    503 page) into a bare 500. The pool discards the dead connection either way.
+    - The app is served at the site's root: gunicorn takes SCRIPT_NAME from a request header sent
+      from loopback, and Flask would put it in every URL of a page that is cached for everyone.
+    - A chunked body (no Content-Length) is read whole up to the limit: Werkzeug would cut one
+      over MAX_CONTENT_LENGTH short and parse the rest; here it answers 413 like any large body.
     """
-    try:
-        db.session.remove()
-    except (OperationalError, InterfaceError) as exc:
-        log.warning("database connection lost at the end of a request: %s", exc)
-        db.session.registry.clear()
+
+    def __init__(self, wsgi_app, max_length):
+        self.wsgi_app, self.max_length = wsgi_app, max_length
+
+    def __call__(self, environ, start_response):
+        environ["PATH_INFO"] = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        environ["SCRIPT_NAME"] = ""
+        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read(self.max_length + 1)
+            # A length over the limit makes Flask answer 413 before any view reads the form.
+            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+            # Werkzeug ignores the length while the request says it is chunked.
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.wsgi_app(environ, start_response)
 
 
 def http_error(error):
-    return render_template("error.html", error=error), error.code
-
-
-# MySQL error codes that mean the database cannot be reached (or dropped the connection).
-UNREACHABLE = {1040, 1045, 1049, 1053, 2002, 2003, 2005, 2006, 2013, 2055}
-
-
-def database_down(error):
-    orig = getattr(error, "orig", None)
-    code = orig.args[0] if orig is not None and orig.args else None
-    if not (error.connection_invalidated or code in UNREACHABLE):
-        # Any other database error is a bug, not an outage: a 500 page, logged with its traceback.
-        log.exception("database error")
-        return render_template("error.html", error=InternalServerError()), 500
-    log.error("database unreachable: %s", error)
-    try:
-        db.session.rollback()
-    except Exception:  # the connection may be gone too; the next request gets a fresh one
-        pass
-    return render_template("error.html", error=None), 503
+    # flashes=(): an error page never reads the session, so it neither shows nor uses up a message.
+    return render_template("error.html", error=error, flashes=()), error.code

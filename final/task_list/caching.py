@@ -1,35 +1,20 @@
 """The cache layers of the task list: memoized query, row fragments, and the whole front page.
 
-Keys carry CACHE_KEY_PREFIX (the app, its release and its database), so two apps, two
-environments or two releases sharing one memcached never read each other's entries.
+Every key starts with CACHE_KEY_PREFIX, which always ends with the database's identity: apps on
+different databases never share an entry. What says the data changed is shared by every release
+on one database: the memoized query's version key, and the front page, which a write overwrites
+with a tombstone. Rendered HTML (rows, the page) is tagged with the release that rendered it.
 """
 import hashlib
 import logging
 import time
 
-import flask_caching
 from flask import current_app
-from flask_caching.utils import function_namespace
 
-from task_list import csrf
+from task_list.backends import Cache
+from task_list.store import REFUSED
 
 log = logging.getLogger("task_list.cache")
-
-
-class Cache(flask_caching.Cache):
-    """Flask-Caching's Cache without one step that can undo an invalidation.
-
-    After computing a memoized value, Flask-Caching writes the function's version key again (to
-    extend its expiry). A reader that fetched the version just before a write dropped it would put
-    it back, and later readers would get that reader's data, read before the write.
-    """
-
-    def _memoize_version(self, f, *args, refresh=False, **kwargs):
-        if refresh:
-            return None, None
-        return super()._memoize_version(f, *args, **kwargs)
-
-
 cache = Cache()
 FRONT_PAGE = "view/front"
 # Written over the front page on every change: a reader that rendered from older data and
@@ -47,23 +32,53 @@ def layer_on(name):
 
 
 def key(name):
+    """A key shared by every release on this database."""
     return current_app.config["CACHE_KEY_PREFIX"] + name
 
 
-def cached_front_page(render):
-    """The front page's content, from one memcached get when warm.
+def release_key(name):
+    """A key of this release's own: what it holds is HTML only this release renders."""
+    return current_app.config["CACHE_KEY_PREFIX"] + current_app.config["RELEASE"] + ":" + name
 
-    On a miss, RENDER returns the content and when its data was read from the database; the copy
-    expires when that data is CACHE_DEFAULT_TIMEOUT old, so nothing stale outlives the TTL.
+
+def etag_of(html):
+    return hashlib.md5(html, usedforsecurity=False).hexdigest()
+
+
+def is_page(entry):
+    return (isinstance(entry, dict) and isinstance(entry.get("html"), bytes)
+            and isinstance(entry.get("etag"), str) and isinstance(entry.get("release"), str))
+
+
+def cached_front_page(build):
+    """The front page's bytes and ETag, from one memcached get when warm.
+
+    On a miss, a gets reads the key again with its CAS token, and BUILD returns the page and when
+    its data was read from the database. The copy is stored only if nobody wrote the key since
+    the gets (a write's tombstone makes it fail), and expires when its data is
+    CACHE_DEFAULT_TIMEOUT old, so nothing stale outlives the TTL. Another release's page, a
+    tombstone, a refused value and a missing one are all misses.
     """
     if not layer_on("view"):
-        return render()[0]
-    page, token = store().gets(key(FRONT_PAGE))
-    if page is not None and page != TOMBSTONE:
-        return page
-    page, read_at = render()
-    store().store(key(FRONT_PAGE), page, token, time_left(read_at))
-    return page
+        html = build()[0]
+        return html, etag_of(html)
+    release = current_app.config["RELEASE"]
+    # A plain get on the hit path: libmemcached's gets costs a multi-get's exchange.
+    entry = store().get(key(FRONT_PAGE))
+    if is_page(entry) and entry["release"] == release:
+        return entry["html"], entry["etag"]
+    entry, token = store().gets(key(FRONT_PAGE))
+    if is_page(entry) and entry["release"] == release:
+        return entry["html"], entry["etag"]
+    if token is REFUSED:
+        # A value this app did not write: overwritten at once, so a later add() is not stuck.
+        token = store().replace_refused(key(FRONT_PAGE), TOMBSTONE,
+                                        current_app.config["CACHE_DEFAULT_TIMEOUT"])
+    html, read_at = build()
+    etag = etag_of(html)
+    store().store(key(FRONT_PAGE), {"release": release, "html": html, "etag": etag}, token,
+                  time_left(read_at))
+    return html, etag
 
 
 def time_left(read_at):
@@ -73,43 +88,42 @@ def time_left(read_at):
 
 def row_key(task_id, name):
     # The name is part of the key, so a reused id (SQLite reuses them) never shows an old row.
-    return key(f"row/{task_id}/{hashlib.sha1(name.encode()).hexdigest()[:16]}")
+    return release_key(f"row/{task_id}/{hashlib.sha1(name.encode()).hexdigest()[:16]}")
 
 
 def render_row(task_id, name):
     # The compiled template, without render_template's per-call work: a page renders 50 rows.
-    return current_app.jinja_env.get_template("tasks/_row.html").render(
-        task_id=task_id, name=name, csrf_placeholder=csrf.PLACEHOLDER)
+    return current_app.jinja_env.get_template("tasks/_row.html").render(task_id=task_id, name=name)
 
 
 def render_rows(tasks):
-    """Each task's table row, fetched in one round trip; the missing ones rendered and stored."""
+    """Each task's table row, fetched in one round trip; the missing ones rendered and stored.
+
+    A fragment that is not text is a miss too, so the set_multi below overwrites it.
+    """
     if not layer_on("fragments"):
         return [render_row(*task) for task in tasks]
     keys = {row_key(*task): task for task in tasks}
-    found = store().get_multi(list(keys))
+    found = {k: v for k, v in store().get_multi(list(keys)).items() if isinstance(v, str)}
     missing = {k: render_row(*task) for k, task in keys.items() if k not in found}
     store().set_multi(missing, current_app.config["FRAGMENT_TIMEOUT"])
     return [found.get(k) or missing[k] for k in keys]
 
 
 def invalidate_task_list(memoized):
-    """After a commit: forget every page's data and the cached front page.
+    """After a commit: a new version for every page's data, and a tombstone on the front page.
 
-    delete_memoized() gives every page's data a new version. The store then writes the tombstone
-    and drops that version key once more, each write on its own with a retry on a new connection,
-    so a server that is down, or has just come back, loses no invalidation. A failure is logged,
-    never raised: the row is already committed, and an error page would make the visitor submit
-    it again.
+    Both are shared by every release on this database, so every reader sees the write. The
+    version is written by delete_memoized() and once more by the store: Flask-Caching drops
+    set_many's list of failed keys, so only the store's write is sure to be retried. Each write
+    goes on its own with a retry on a new connection, so a server that is down, or has just come
+    back, loses no invalidation. A failure is logged, never raised: the row is already committed,
+    and an error page would make the visitor submit it again.
     """
     try:
         cache.delete_memoized(memoized)
     except Exception as exc:  # any backend error; Flask-Caching does not wrap this call
         log.warning("could not invalidate the memoized task pages: %s", exc)
-    store().invalidate({key(FRONT_PAGE): TOMBSTONE}, [memoize_version_key(memoized)],
+    store().invalidate({key(cache.version_key(memoized)): cache.new_version(),
+                        key(FRONT_PAGE): TOMBSTONE},
                        current_app.config["CACHE_DEFAULT_TIMEOUT"])
-
-
-def memoize_version_key(function):
-    """The key under which Flask-Caching keeps the version of FUNCTION's memoized values."""
-    return key(function_namespace(function)[0] + "_memver")

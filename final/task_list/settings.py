@@ -93,6 +93,9 @@ def from_environment(instance_path):
     servers = memcached_servers()
     db_tag = database_identity(url)
     this_release = release()
+    # Always ends with the database's identity: apps on different databases share no entry.
+    # No release in it: what says the data changed must reach every release (caching.py).
+    prefix = f"{env('CACHE_KEY_PREFIX', 'task-list:')}{db_tag}:"
     config = {
         "RELEASE": this_release,
         "SECRET_KEY": os.environ.get("SECRET_KEY", ""),
@@ -106,12 +109,12 @@ def from_environment(instance_path):
         # An empty CACHE_LAYERS is meaningful (caching off), so it is read without env()'s default.
         "CACHE_LAYERS": set(os.environ.get("CACHE_LAYERS", "query,fragments,view")
                             .replace(" ", "").split(",")) - {""},
-        "CACHE_KEY_PREFIX": env("CACHE_KEY_PREFIX", f"task-list:{this_release}:{db_tag}:"),
+        "CACHE_KEY_PREFIX": prefix,
         # Every entry expires: after a network partition, nothing stale outlives this.
         "CACHE_DEFAULT_TIMEOUT": int(env("CACHE_DEFAULT_TIMEOUT", "300")),
         "FRAGMENT_TIMEOUT": int(env("FRAGMENT_TIMEOUT", "86400")),
         "TASKS_PER_PAGE": int(env("TASKS_PER_PAGE", "50")),
-        "SESSION_KEY_PREFIX": f"task-list:{db_tag}:session:",
+        "SESSION_KEY_PREFIX": prefix + "session:",
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=int(env("SESSION_HOURS", "12"))),
         # Saving only when the session changes spares a memcached write on every page view.
         "SESSION_REFRESH_EACH_REQUEST": False,
@@ -120,18 +123,6 @@ def from_environment(instance_path):
         "SESSION_COOKIE_SECURE": env("SESSION_COOKIE_SECURE", "0") == "1",
         "MAX_CONTENT_LENGTH": 64 * 1024,
     }
-    if servers:
-        config.update({
-            # Flask-Caching's SASLMemcachedCache, with a pool that replaces failed clients.
-            "CACHE_TYPE": "task_list.store.MemcachedCache",
-            "CACHE_MEMCACHED_SERVERS": servers,
-            # Both must be present; None means plain memcached without SASL.
-            "CACHE_MEMCACHED_USERNAME": config["MEMCACHED_USERNAME"],
-            "CACHE_MEMCACHED_PASSWORD": config["MEMCACHED_PASSWORD"],
-            # Flask-Caching's pool defaults to one client, which would serialise EB's 15 threads.
-            "CACHE_OPTIONS": {"behaviors": MEMCACHED_BEHAVIORS,
-                              "pool_size": config["MEMCACHED_POOL_SIZE"]},
-        })
-    else:
-        config["CACHE_TYPE"] = "SimpleCache"
+    # Flask-Caching's memcached backend on the app's safe client (backends.py).
+    config["CACHE_TYPE"] = "task_list.backends.MemcachedCache" if servers else "SimpleCache"
     return config

@@ -2,7 +2,8 @@
 
 pylibmc clients are not thread-safe, so every call borrows one from a pool. A cache that fails
 must never fail a request: each error is logged and the call answers as a miss.
-Flask-Session and the page and fragment caches share one `Memcache`; Flask-Caching keeps its own.
+The page and fragment caches and the sessions share one `Memcache`; Flask-Caching keeps its own
+pool of the same safe client (cachedata.Client).
 """
 import contextlib
 import logging
@@ -10,17 +11,17 @@ import queue
 import threading
 import time
 
-from flask_caching.backends.memcache import SASLMemcachedCache
-
 log = logging.getLogger("task_list.cache")
 ADD = object()  # token from gets(): the key was absent, so store with add()
+REFUSED = object()  # token from gets(): the value was refused (see cachedata.py)
 
 
 class OncePerInterval(logging.Filter):
     """Let the first record of each message through, then one every INTERVAL seconds.
 
     With memcached down, every request fails the same calls: logging each one would cost more
-    than the failure itself, and the first says all there is to say.
+    than the failure itself, and the first says all there is to say. Records are told apart by
+    their message (the format string), never by its arguments, which differ on every call.
     """
 
     def __init__(self, interval=10.0):
@@ -29,7 +30,7 @@ class OncePerInterval(logging.Filter):
         self.last = {}
 
     def filter(self, record):
-        key = (record.name, record.msg, record.args[0] if record.args else None)
+        key = (record.name, record.msg)
         now = time.monotonic()
         if now - self.last.get(key, -self.interval) < self.interval:
             return False
@@ -37,9 +38,12 @@ class OncePerInterval(logging.Filter):
         return True
 
 
-# memcached failures: ours, and Flask-Caching's, which come with a traceback each.
-for name in ("task_list.cache", "flask_caching"):
-    logging.getLogger(name).addFilter(OncePerInterval())
+def quiet_cache_logs():
+    """memcached failures: ours, and Flask-Caching's, which come with a traceback each."""
+    for name in ("task_list.cache", "flask_caching"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OncePerInterval) for f in logger.filters):
+            logger.addFilter(OncePerInterval())
 
 
 class Pool:
@@ -80,12 +84,15 @@ class Pool:
 class Memcache:
     FAILING = 3  # failed calls in a row after which memcached counts as down, for a second
 
-    def __init__(self, servers, username, password, behaviors, pool_size):
+    def __init__(self, servers, username, password, behaviors, pool_size, secret):
         import pylibmc
 
+        from task_list import cachedata
+
         self.errors = (pylibmc.Error,)
-        self.new_client = lambda: pylibmc.Client(servers, binary=True, username=username,
-                                                 password=password, behaviors=behaviors)
+        self.new_client = lambda: cachedata.Client(servers, secret=secret, binary=True,
+                                                   username=username, password=password,
+                                                   behaviors=behaviors)
         self.pool = Pool(self.new_client, pool_size)
         self.servers = servers
         self.failures, self.failed_at = 0, 0.0
@@ -104,7 +111,7 @@ class Memcache:
                 result = getattr(client, name)(*args)
         except self.errors as exc:
             self.failures, self.failed_at = self.failures + 1, time.monotonic()
-            log.warning("memcached %s failed: %s", name, exc)
+            log.warning("memcached call failed: %s", exc)
             return default
         self.failures = 0
         return result
@@ -125,25 +132,36 @@ class Memcache:
         return self._call("set_multi", None, mapping, timeout) if mapping else None
 
     def gets(self, key):
-        """(value, token): pass the token to store() to write only if nobody wrote since."""
+        """(value, token): pass the token to store() to write only if nobody wrote since.
+
+        The token is REFUSED for a value the client refused (not ours, or garbage): it cannot be
+        compare-and-set, and add() cannot replace it, so replace_refused() overwrites it first.
+        """
         value, cas = self._call("gets", (None, None), key)
         return value, (ADD if cas is None else cas)
 
+    def replace_refused(self, key, placeholder, timeout):
+        """Overwrite a refused value at KEY with PLACEHOLDER; the token to store() over it."""
+        self.set(key, placeholder, timeout)
+        value, token = self.gets(key)
+        return token if value == placeholder else None
+
     def store(self, key, value, token, timeout=0):
+        if token is None:
+            return False
         if token is ADD:
             return self._call("add", False, key, value, timeout)
         return self._call("cas", False, key, value, token, timeout)
 
-    def invalidate(self, tombstones, deletes=(), timeout=0):
-        """Overwrite the keys of TOMBSTONES and delete DELETES; True when every write landed.
+    def invalidate(self, writes, timeout=0):
+        """Set each key of WRITES to its value; True when every write landed.
 
         Each write goes on its own: the keys may live on different servers, and one server down
         must not stop the others. What fails is retried once on a new connection, because a
         pooled client skips a server for a second after it failed, while other clients may
         already use it again: a skipped invalidation would leave their copy stale.
         """
-        writes = list(tombstones.items()) + [(key, None) for key in deletes]
-        failed = self._write(self.pool.reserve, writes, timeout)
+        failed = self._write(self.pool.reserve, list(writes.items()), timeout)
         if failed:
             # On a thread of its own: a SASL login begun deep in a request can fail at random
             # with the libmemcached in pylibmc 1.6.3 (WORKSHOP.md, Troubleshooting).
@@ -163,15 +181,12 @@ class Memcache:
             client.disconnect_all()
 
     def _write(self, borrow, writes, timeout):
-        """Set (or, for a value of None, delete) each key; return the writes that failed."""
+        """Set each key; return the writes that failed."""
         failed = []
         for key, value in writes:
             try:
                 with borrow() as client:
-                    if value is None:
-                        client.delete(key)
-                    else:
-                        client.set(key, value, timeout)
+                    client.set(key, value, timeout)
             except self.errors as exc:
                 log.warning("memcached invalidation failed: %s", exc)
                 failed.append((key, value))
@@ -185,20 +200,6 @@ class Memcache:
         except self.errors:
             answered = set()
         return [{"server": s, "ok": s in answered} for s in self.servers]
-
-
-class MemcachedCache(SASLMemcachedCache):
-    """Flask-Caching's SASL memcached backend, with its clients in a Pool like Memcache's."""
-
-    def __init__(self, servers=None, default_timeout=300, key_prefix=None, username=None,
-                 password=None, pool_size=1, **kwargs):
-        super().__init__(servers, default_timeout, key_prefix, username, password, **kwargs)
-        import pylibmc
-
-        kwargs.pop("ignore_delete_many_errors", None)
-        pool = Pool(lambda: pylibmc.Client(servers, username=username, password=password,
-                                           binary=True, **kwargs), pool_size)
-        self._client, self._client_context = pool, pool.reserve
 
 
 class LocalStore:
@@ -243,6 +244,9 @@ class LocalStore:
             item = self._live(key)
             return (item[0], item[1]) if item else (None, ADD)
 
+    def replace_refused(self, key, placeholder, timeout):
+        return None  # nothing is ever refused in process
+
     def store(self, key, value, token, timeout=0):
         with self.lock:
             item = self._live(key)
@@ -256,10 +260,8 @@ class LocalStore:
     def down(self):
         return False
 
-    def invalidate(self, tombstones, deletes=(), timeout=0):
-        self.set_multi(tombstones, timeout)
-        for key in deletes:
-            self.delete(key)
+    def invalidate(self, writes, timeout=0):
+        self.set_multi(writes, timeout)
         return True
 
     def stats(self):

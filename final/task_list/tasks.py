@@ -1,14 +1,12 @@
 """The task list: add, list (paginated) and delete, plus /me, which reads the session."""
-import hashlib
 import logging
 import time
 
-from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
-                   url_for)
-from markupsafe import Markup
+from flask import (Blueprint, Response, abort, current_app, flash, get_flashed_messages, redirect,
+                   render_template, request, session, url_for)
 from sqlalchemy import select
 
-from task_list import caching, csrf
+from task_list import caching, sessions
 from task_list.caching import cache
 from task_list.db import db
 from task_list.models import MAX_NAME_LENGTH, Task
@@ -16,10 +14,16 @@ from task_list.models import MAX_NAME_LENGTH, Task
 bp = Blueprint("tasks", __name__)
 log = logging.getLogger("task_list")
 REMEMBERED = 20  # how many of a visitor's own tasks /me lists
-LAYOUT_SLOT = "<!--content-->"  # where a page's content goes in the layout rendered once
+MAX_PAGE = 10_000_000  # far beyond any list; keeps the OFFSET a number MariaDB accepts
 
 
-@cache.memoize()
+def this_release(name):
+    # Memoized data is tagged with the release, so a release never reads a shape it did not write.
+    return f"{name}:{current_app.config['RELEASE']}"
+
+
+# An empty page is not stored: a visitor asking for page 999999 fills no memory.
+@cache.memoize(make_name=this_release, response_filter=lambda data: bool(data["tasks"]))
 def get_task_page(page):
     """One page of tasks, newest first, as plain data (never ORM objects) so it caches safely."""
     size = current_app.config["TASKS_PER_PAGE"]
@@ -36,42 +40,35 @@ def task_page(page):
     return get_task_page.uncached(page)
 
 
-def render_list(page):
-    """The list's HTML, and when its data was read from the database."""
+def build_page(page, flashes=()):
+    """The whole page as bytes, and when its data was read from the database."""
     data = task_page(page)
-    html = render_template("tasks/_list.html", rows=caching.render_rows(data["tasks"]),
-                           page=page, has_next=data["has_next"], csrf_placeholder=csrf.PLACEHOLDER)
-    return html, data["read_at"]
+    if page > 1 and not data["tasks"]:
+        abort(404)
+    html = render_template("tasks/index.html", rows=caching.render_rows(data["tasks"]), page=page,
+                           has_next=data["has_next"], flashes=flashes)
+    return html.encode(), data["read_at"]
 
 
 @bp.get("/")
 def index():
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= MAX_PAGE:
+        abort(404)
+    if sessions.flash_waiting():
+        # No ETag: a 304 would leave the message waiting.
+        html, _ = build_page(page, get_flashed_messages(with_categories=True))
+        return Response(html, mimetype="text/html", headers={"Cache-Control": "no-cache, private"})
     if page == 1:
-        content = caching.cached_front_page(lambda: render_list(1))
+        html, etag = caching.cached_front_page(lambda: build_page(1))
     else:
-        content = render_list(page)[0]
-    html = csrf.personalise(layout(content))
+        html = build_page(page)[0]
+        etag = caching.etag_of(html)
     # Same bytes, same ETag: a browser's repeat visit costs a 304, not the whole page again.
-    # no-cache: revalidate every time, the list changes; private: it holds this visitor's token.
-    etag = hashlib.md5(html.encode(), usedforsecurity=False).hexdigest()
-    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache, private"}
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
     if "If-None-Match" in request.headers and etag in request.if_none_match:
-        return "", 304, headers
-    return html, headers
-
-
-def layout(content):
-    """CONTENT inside the page layout. Without flash messages the layout is the same for every
-    visitor, so each process renders it once and reuses it (it holds no token and no data)."""
-    if session.get("_flashes"):
-        return render_template("tasks/index.html", content=Markup(content))
-    shells = current_app.extensions.setdefault("task_list.layout", {})
-    if request.script_root not in shells:
-        html = render_template("tasks/index.html", content=Markup(LAYOUT_SLOT))
-        shells[request.script_root] = html.split(LAYOUT_SLOT)
-    before, after = shells[request.script_root]
-    return before + content + after
+        return Response(status=304, headers=headers)
+    return Response(html, mimetype="text/html", headers=headers)
 
 
 @bp.post("/")
