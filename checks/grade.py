@@ -141,9 +141,9 @@ def grade_one(name, path, options, out, running):
     following = next((s for s in data["stages"] if s["status"] == "PENDING"), None)
     row["failing"] = [f"{following['number']} {i}" for i in following["failing"]] if following else []
     row["tests"] = data["tests"]
-    state = data["app"]  # hung or crashed, as the checker found the app; None when it answered
-    detail = next((t["observed"] for t in data["tests"] if t["app"] == state), "") if state else ""
-    return finish(row, started, state or "ok", detail)
+    state = data["app_state"]  # hung or crashed, as the checker found the app; else ok
+    detail = next((t["observed"] for t in data["tests"] if t["app_state"] == state), "") if state != "ok" else ""
+    return finish(row, started, state, detail)
 
 
 def finish(row, started, state, detail):
