@@ -94,7 +94,7 @@ class Subject:
         """The URL of one more app process sharing this one's memcached and database."""
         if self._second is None:
             try:
-                self._second = self.app.spawn(own_folder=True).url
+                self._second = self.app.spawn().url
             except harness.HarnessError as exc:
                 raise boot_problem(exc, "a second app process did not start") from None
         return self._second

@@ -258,19 +258,9 @@ class App:
             raise HarnessError("this app runs without memcached, so there are no counters")
         return self.memcached.counters()
 
-    def spawn(self, env=None, own_folder=False):
-        """Start one more app process sharing the same database and memcached (ENV: overrides).
-        OWN_FOLDER: run it from a copy of its own that shares only the SQLite files, as a second
-        instance on Elastic Beanstalk shares no disk with the first."""
-        workdir = self.workdir
-        if own_folder:
-            workdir = self.workdir.with_name(f"{self.workdir.name}-{len(self.servers) + 1}")
-            shutil.copytree(self.workdir, workdir, ignore=COPY_IGNORE)
-            for path in database_files(self.workdir):
-                target = workdir / path.relative_to(self.workdir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.link(path, target)  # the same file, so SQLite's locks still hold between them
-        server = Server(workdir, dict(self.env, **(env or {})), self.servers[0].workers,
+    def spawn(self, env=None):
+        """Start one more app process sharing the same database and memcached (ENV: overrides)."""
+        server = Server(self.workdir, dict(self.env, **(env or {})), self.servers[0].workers,
                         self.servers[0].threads, self.log).start()
         self.servers.append(server)
         return server
