@@ -21,7 +21,8 @@ STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
 WIDTH = 100
 # The results file's layout; 4: each test's and the run's "app_state" (ok, hung or crashed) and
-# "cause", each failure's "reason" and the hint for it; a passing test carries no text.
+# "cause", each failure's "reason" and the hint for it; a test's text and lesson section are the
+# manifest's (by "name"), and a passing test carries no text at all.
 RESULTS_VERSION = 4
 
 
@@ -136,7 +137,7 @@ def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=
 
 def summary_json(stages, results, step, extra=None):
     """An Exercism-style results file: status, message, tests; plus step and points."""
-    tests = [r.as_dict(stage_of(stages, r.expectation.stage)) for r in results]
+    tests = [r.as_dict() for r in results]
     errors = [t for t in tests if t["status"] == "error"]
     failed = [t for t in tests if t["status"] in ("fail", "error")]
     status = "error" if errors else "fail" if failed else "pass"
@@ -157,8 +158,9 @@ def summary_json(stages, results, step, extra=None):
 
 
 def write_json(path, data):
-    if path:
-        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if path:  # compact: a class's results stay small (`python -m json.tool FILE` shows them laid out)
+        path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n",
+                        encoding="utf-8")
 
 
 def wrap(label, text, indent=6):

@@ -95,12 +95,12 @@ class Result:
     def hint(self):
         return self.expectation.hint_for(self.reason)
 
-    def as_dict(self, stage):
+    def as_dict(self):
         e = self.expectation
         data = {
             "name": e.test_name,
             "status": self.status,
-            "message": None if self.status == "pass" else self.message(stage),
+            "message": None if self.status == "pass" else self.message(),
             "step": e.stage,
             "id": e.id,
             "points": e.points,
@@ -113,20 +113,13 @@ class Result:
         if not self.passed or self.observed:
             data["observed"] = self.observed or None
         if not self.passed:  # what a learner needs to act on; a pass needs none of it
-            data.update(output=self.output or None, text=e.text, reason=self.reason, hint=self.hint,
-                        lesson=lesson_of(e, stage))
+            data.update(output=self.output or None, reason=self.reason, hint=self.hint)
         return data
 
-    def message(self, stage):
+    def message(self):
         if self.status == "info":
             return f"observed: {self.observed}" if self.observed else None
-        cause = f"\ncause: {self.cause}" if self.cause else ""
-        return f"observed: {self.observed or 'the check failed'}{cause}"
-
-
-def lesson_of(expectation, stage):
-    return (f"{stage.lesson_path}, section \"{expectation.section}\"" if stage
-            else expectation.section)
+        return f"observed: {self.observed or 'the check failed'}"
 
 
 class Results:
