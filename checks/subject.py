@@ -3,9 +3,9 @@
 Every app is booted through runtime/harness.py: a copy of the folder, an empty SQLite database, and
 a memcached of its own, SASL by default (as MemCachier runs it), plain where a check lists keys,
 none at all for the app as `make run` starts it. The configurations a run needs start at once,
-in threads. Whatever goes wrong with the app itself (it did
-not start, crashed, or stopped answering) is raised as an AppProblem whose `state` says "hung" or
-"crashed"; the plugin records that on the check's Result. A request that times out marks the run's
+in threads. Whatever goes wrong with the app itself (it did not start, crashed, answered 5xx or
+stopped answering) is raised as an AppProblem whose `state` says "hung" or "crashed", with the
+`cause` read from the app's output; the plugin records both on the check's Result. A request that times out marks the run's
 Health as hung, so every later check, on either configuration, fails at once instead of waiting.
 """
 import contextlib
@@ -166,7 +166,8 @@ class CheckVisitor(Visitor):
     def _call(self, method, url, send):
         health = self.subject.health
         if health.hung:
-            raise AppProblem(f"the app stopped answering earlier ({health.hung})", state="hung")
+            raise AppProblem(f"the app stopped answering earlier ({health.hung})", state="hung",
+                             cause=health.hung, reason="hung")
         path = urlsplit(self.url(url) if "://" not in url else url).path or "/"
         offset = self.subject.log_size()
         try:
