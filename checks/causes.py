@@ -10,9 +10,10 @@ import re
 
 TRACEBACK = "Traceback (most recent call last):"
 FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)(?:,? in (?P<func>\S+))?')
-# gunicorn's words when it cannot load the app object (it prints no traceback for these).
+# gunicorn's words when it cannot load the app object, or a worker died without a traceback.
 GUNICORN = re.compile(r"(Failed to find attribute .*|Failed to parse .*|"
-                      r"Application object must be callable\.?)")
+                      r"Application object must be callable\.?|WORKER TIMEOUT .*|"
+                      r"Worker \(pid:\d+\) (?:was sent \S+|exited with code \d+).*)")
 LIMIT = 600  # characters of a cause: a few lines, whatever the app printed
 
 

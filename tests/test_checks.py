@@ -222,6 +222,25 @@ def literals(node):
     return []
 
 
+def test_a_pickle_is_read_never_run(tmp_path):
+    """check_04_plain_values names the classes a stored pickle refers to without unpickling it."""
+    import pickle
+
+    from checks.stored import pickled_globals
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    names = pickled_globals(pickle.dumps([{"id": 1, "name": "plain"}, Payload()], protocol=5))
+    assert "pathlib.Path.touch" in names and not marker.exists()
+    assert pickled_globals(pickle.dumps([{"id": 1, "name": "plain"}], protocol=2)) == []
+    assert pickled_globals(b"<li>a rendered fragment</li>") is None
+    assert pickled_globals(b"\x80\x05not a pickle") is None
+
+
 def test_a_slow_migration_is_not_hung(runs):
     # Its import is quick; the migration alone takes longer than the boot limit, and that is fine.
     result, data = runs[("slow-migration",)]
