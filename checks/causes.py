@@ -14,6 +14,7 @@ FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)(?:,? in (?P<
 GUNICORN = re.compile(r"(Failed to find attribute .*|Failed to parse .*|"
                       r"Application object must be callable\.?|WORKER TIMEOUT .*|"
                       r"Worker \(pid:\d+\) (?:was sent \S+|exited with code \d+).*)")
+WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's dump of a hung import
 LIMIT = 600  # characters of a cause: a few lines, whatever the app printed
 
 
@@ -27,7 +28,7 @@ def cause(text, roots):
     complaint = next((m.group(1) for m in map(GUNICORN.search, reversed(lines)) if m), None)
     if complaint:
         return f"gunicorn: {complaint.strip()}"
-    if "Timeout (" in text:
+    if WATCHDOG.search(text):
         return waiting(lines, roots)
     return None
 

@@ -12,6 +12,7 @@ subprocesses, never imported here.
 """
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -62,6 +63,7 @@ if migrate:
     flask.cli.main()
 """
 IMPORTED = "workshop-harness: the app imported"
+WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's first line when time ran out
 
 
 def services_env():
@@ -299,7 +301,7 @@ class App:
         if result.returncode == 0:
             return
         imported = IMPORTED in result.stderr
-        if not imported and "Timeout (" in result.stderr:
+        if not imported and WATCHDOG.search(result.stderr):
             raise BootError(f"hung at import: no answer in {import_timeout:.0f} s", "hung", "import",
                             output, self.workdir)
         phase = "migrate" if imported else "import"
