@@ -10,10 +10,10 @@ import re
 
 TRACEBACK = "Traceback (most recent call last):"
 FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)(?:,? in (?P<func>\S+))?')
-# gunicorn's words when it cannot load the app object, or a worker died without a traceback.
-GUNICORN = re.compile(r"(Failed to find attribute .*|Failed to parse .*|"
-                      r"Application object must be callable\.?|WORKER TIMEOUT .*|"
-                      r"Worker \(pid:\d+\) (?:was sent \S+|exited with code \d+).*)")
+# gunicorn's words when it cannot load the app object (no traceback), and when a worker died.
+NO_APP = re.compile(r"(Failed to find attribute .*|Failed to parse .*|"
+                    r"Application object must be callable\.?)")
+WORKER_DIED = re.compile(r"(WORKER TIMEOUT .*|Worker \(pid:\d+\) (?:was sent \S+|exited with code \d+).*)")
 WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's dump of a hung import
 LIMIT = 600  # characters of a cause: a few lines, whatever the app printed
 
@@ -22,15 +22,22 @@ def cause(text, roots):
     """A few lines saying what the app raised and where in the learner's files, or None."""
     text = text or ""
     lines = text.splitlines()
+    no_app = last_match(NO_APP, lines)
+    if no_app:
+        return f"gunicorn: {no_app}"
     start = max((i for i, line in enumerate(lines) if line.strip().endswith(TRACEBACK)), default=None)
     if start is not None:
         return raised(lines[start + 1:], roots)
-    complaint = next((m.group(1) for m in map(GUNICORN.search, reversed(lines)) if m), None)
-    if complaint:
-        return f"gunicorn: {complaint.strip()}"
+    died = last_match(WORKER_DIED, lines)
+    if died:
+        return f"gunicorn: {died}"
     if WATCHDOG.search(text):
         return waiting(lines, roots)
     return None
+
+
+def last_match(pattern, lines):
+    return next((m.group(1).strip() for m in map(pattern.search, reversed(lines)) if m), None)
 
 
 def raised(lines, roots):
