@@ -21,8 +21,10 @@ from checks.plugin import Results
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
 WIDTH = 100
-# The results file's layout; 3 added each test's and the run's "app" (hung, crashed or null).
-RESULTS_VERSION = 3
+# The results file's layout; 4: each test's and the run's "app_state" (ok, hung or crashed) and
+# "cause", each failure's "reason" and the hint for it; a test's text and lesson section are the
+# manifest's (by "name"), and a passing test carries no text at all.
+RESULTS_VERSION = 4
 
 
 class UsageError(Exception):
@@ -143,15 +145,16 @@ def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=
 
 def summary_json(stages, results, step, extra=None):
     """An Exercism-style results file: status, message, tests; plus step and points."""
-    tests = [r.as_dict(stage_of(stages, r.expectation.stage)) for r in results]
+    tests = [r.as_dict() for r in results]
     errors = [t for t in tests if t["status"] == "error"]
     failed = [t for t in tests if t["status"] in ("fail", "error")]
     status = "error" if errors else "fail" if failed else "pass"
-    states = {t["app"] for t in tests}
+    state = next((s for s in ("hung", "crashed") if s in {t["app_state"] for t in tests}), "ok")
     data = {
         "version": RESULTS_VERSION,
         "status": status,
-        "app": next((s for s in ("hung", "crashed") if s in states), None),
+        "app_state": state,
+        "cause": next((t["cause"] for t in tests if t["app_state"] == state and t["cause"]), None),
         "message": errors[0]["observed"] if errors else None,
         "step": step,
         "points": {"earned": sum(t["points_earned"] for t in tests),
@@ -163,8 +166,9 @@ def summary_json(stages, results, step, extra=None):
 
 
 def write_json(path, data):
-    if path:
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if path:  # compact: a class's results stay small (`python -m json.tool FILE` shows them laid out)
+        path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n",
+                        encoding="utf-8")
 
 
 def wrap(label, text, indent=6):
@@ -182,8 +186,13 @@ def show(result, stages, out=sys.stdout):
     elif not result.passed:
         stage = stage_of(stages, e.stage)
         print(wrap("observed: ", result.observed or "the check failed"), file=out)
+        if result.cause:
+            lines = result.cause.splitlines()
+            print(wrap("cause: ", lines[0]), file=out)
+            for line in lines[1:]:
+                print(" " * 13 + line.removeprefix("  "), file=out)
         print(wrap("expected: ", e.text), file=out)
-        print(wrap("hint: ", e.hint), file=out)
+        print(wrap("hint: ", result.hint), file=out)
         print(wrap("reread: ", f"{stage.lesson_path}, section \"{e.section}\""), file=out)
     out.flush()
 

@@ -30,10 +30,15 @@ class Expectation:
     section: str
     points: int = 1
     informational: bool = False
+    hints: dict = field(default_factory=dict)  # reason -> hint: its own, then the [problems] ones
 
     @property
     def test_name(self):
         return f"check_{self.stage}_{self.id}"
+
+    def hint_for(self, reason=None):
+        """The hint that is true for a failure for REASON (a short id the check gave)."""
+        return self.hints.get(reason, self.hint)
 
 
 @dataclass
@@ -74,15 +79,17 @@ def load_manifest(path=None):
                             f"this checker reads format {FORMAT} (a `format = {FORMAT}` line)")
     stages = []
     try:
+        problems = {str(k): str(v) for k, v in data.get("problems", {}).items()}
         for step in data["step"]:
             stage = Stage(str(step["number"]), step["folder"], step["title"], step["lesson"],
                           list(step.get("hints", [])))
             for item in step.get("expect", []):
                 stage.expectations.append(Expectation(
                     stage.number, item["id"], item["text"], item["hint"], item["section"],
-                    int(item.get("points", 1)), bool(item.get("informational", False))))
+                    int(item.get("points", 1)), bool(item.get("informational", False)),
+                    {**problems, **{str(k): str(v) for k, v in item.get("reasons", {}).items()}}))
             stages.append(stage)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"manifest {path} is malformed: missing or bad field {exc}") from None
     if not stages:
         raise ManifestError(f"manifest {path} lists no [[step]]")

@@ -4,8 +4,9 @@ checks/stages.py holds one test per manifest expectation, named check_<stage>_<i
 checks/subject.py the app they judge (loaded from here). This plugin gives those tests their app
 folder (--app), runs only the stages asked for (--stage), and collects each outcome with the
 manifest's text, hint and lesson section, so the commands, the JSON file and the instructor's
-report all say the same thing. A check that found the app hung or crashed says so in
-`Result.app`, taken from the exception's `state`.
+report all say the same thing. Each failure carries its `cause` (what the app raised, and where
+in the learner's files: checks/causes.py), its `reason` (which of the manifest's hints is true
+for it) and `app_state`: "ok", or "hung" / "crashed" from the exception's `state`.
 
     python -m pytest -p checks.plugin checks/stages.py -o python_functions='check_*' \
         --app workspace --stage 04 -x
@@ -20,10 +21,11 @@ from checks.manifest import ROOT, Expectation, expectations_by_test, load_manife
 
 pytest_plugins = ["checks.subject"]
 TEST_NAME = re.compile(r"^check_(\d\d)_(\w+)$")
-OUTPUT_LINES = 20
+OUTPUT_LINES = 8
+OUTPUT_CHARS = 800  # the results file stays a few KB per learner
 # Exceptions that are a verdict on the app; any other is a fault in a check.
-VERDICTS = ("Failed", "AppProblem", "AssertionError", "HarnessError", "ServiceError", "BootError",
-            "ManifestError")
+VERDICTS = ("Failed", "AppProblem", "AssertionError", "Verdict", "HarnessError", "ServiceError",
+            "BootError", "ManifestError")
 
 
 # ---- pytest hooks ------------------------------------------------------------------------------
@@ -81,39 +83,43 @@ class Result:
     observed: str = ""
     output: str = ""
     duration: float = 0.0
-    app: str = None  # "hung" or "crashed" when the check found the app so
+    app_state: str = "ok"  # "hung" or "crashed" when the check found the app so
+    cause: str = None  # what the app raised and where, when it went wrong (not a wrong answer)
+    reason: str = None  # which of the manifest's hints fits this failure
 
     @property
     def passed(self):
         return self.status in ("pass", "info")
 
-    def as_dict(self, stage):
+    @property
+    def hint(self):
+        return self.expectation.hint_for(self.reason)
+
+    def as_dict(self):
         e = self.expectation
-        return {
+        data = {
             "name": e.test_name,
             "status": self.status,
-            "message": None if self.status == "pass" else self.message(stage),
-            "output": self.output or None,
+            "message": None if self.status == "pass" else self.message(),
             "step": e.stage,
             "id": e.id,
-            "text": e.text,
             "points": e.points,
             "points_earned": e.points if self.passed and not e.informational else 0,
             "informational": e.informational,
-            "observed": self.observed or None,
-            "app": self.app,
-            "hint": e.hint,
-            "lesson": f"{stage.lesson_path}, section \"{e.section}\"" if stage else e.section,
+            "app_state": self.app_state,
+            "cause": self.cause,
             "duration": round(self.duration, 3),
         }
+        if not self.passed or self.observed:
+            data["observed"] = self.observed or None
+        if not self.passed:  # what a learner needs to act on; a pass needs none of it
+            data.update(output=self.output or None, reason=self.reason, hint=self.hint)
+        return data
 
-    def message(self, stage):
-        e = self.expectation
+    def message(self):
         if self.status == "info":
             return f"observed: {self.observed}" if self.observed else None
-        where = f"{stage.lesson_path}, section \"{e.section}\"" if stage else e.section
-        return (f"observed: {self.observed or 'the check failed'}\nexpected: {e.text}\n"
-                f"hint: {e.hint}\nreread: {where}")
+        return f"observed: {self.observed or 'the check failed'}"
 
 
 class Results:
@@ -135,10 +141,8 @@ class Results:
         for key, value in report.user_properties:
             if key == "observed":
                 result.observed = value
-            elif key == "output":
-                result.output = value
-            elif key == "app":
-                result.app = value
+            elif key in ("output", "app_state", "cause", "reason"):
+                setattr(result, key, value)
         if report.failed and report.when in ("setup", "call") and result.status == "pass":
             result.status = "error" if report.when == "setup" else "fail"
             result.observed = failure_line(report)
@@ -169,7 +173,7 @@ def failure_line(report):
         return text[-1] if text else "failed"
     exc = excinfo.value
     message = getattr(exc, "msg", None) or str(exc)
-    if isinstance(exc, AssertionError) or type(exc).__name__ in ("Failed", "AppProblem"):
+    if isinstance(exc, AssertionError) or type(exc).__name__ in ("Failed", "AppProblem", "Verdict"):
         line = message.strip().split("\nassert ")[0].strip()
     else:
         line = f"{type(exc).__name__}: {message.strip()}"
@@ -178,8 +182,22 @@ def failure_line(report):
 
 def failure_output(report):
     sections = [content for name, content in report.sections if "stdout" in name or "stderr" in name]
-    text = "\n".join(sections).strip()
-    return "\n".join(text.splitlines()[-OUTPUT_LINES:])
+    return tail("\n".join(sections))
+
+
+def tail(text, lines=OUTPUT_LINES, chars=OUTPUT_CHARS):
+    return "\n".join(text.strip().splitlines()[-lines:])[-chars:]
+
+
+def subjects(item):
+    return [v for v in item.funcargs.values() if hasattr(v, "cause_since")]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    # Where each app's log stood when the check began: what it raised later is this check's.
+    item.workshop_log_marks = [(s, s.log_size()) for s in subjects(item)]
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -187,17 +205,26 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if call.excinfo is not None:
         report.workshop_excinfo = call.excinfo
-        output = getattr(call.excinfo.value, "output", None)
-        subject = next((v for v in item.funcargs.values() if hasattr(v, "log_tail")), None)
-        if output:
-            report.user_properties.append(("output", "\n".join(output.splitlines()[-OUTPUT_LINES:])))
-        elif subject is not None:
-            report.user_properties.append(("output", subject.log_tail(OUTPUT_LINES)))
-        state = getattr(call.excinfo.value, "state", None)
-        if state:
-            report.user_properties.append(("app", state))
+        exc = call.excinfo.value
+        record = report.user_properties.append
+        cause = getattr(exc, "cause", None)
+        if cause is None:  # a wrong answer; unless the app logged an exception meanwhile
+            cause = next(filter(None, (s.cause_since(mark) for s, mark
+                                       in getattr(item, "workshop_log_marks", []))), None)
+        if cause:
+            record(("cause", cause))
+        if getattr(exc, "reason", None):
+            record(("reason", exc.reason))
+        output = getattr(exc, "output", None)
+        if cause:
+            pass  # the cause is the output that matters; the results file stays small
+        elif output:
+            record(("output", tail(output)))
+        elif subjects(item):
+            record(("output", tail(subjects(item)[0].log_tail(OUTPUT_LINES))))
+        if getattr(exc, "state", None):
+            record(("app_state", exc.state))
         if call.excinfo.type.__name__ not in VERDICTS:
             # Not a verdict on the app but a fault in a check: keep the traceback for whoever fixes it.
-            report.user_properties.append(
-                ("output", "".join(traceback.format_exception(call.excinfo.value))[-3000:]))
+            record(("output", "".join(traceback.format_exception(exc))[-3000:]))
     return report

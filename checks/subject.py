@@ -1,10 +1,11 @@
 """The app under test, as the checks see it: booted once per configuration for the whole run.
 
 Every app is booted through runtime/harness.py: a copy of the folder, an empty SQLite database, and
-a memcached of its own, SASL by default (as MemCachier runs it), plain where a check lists keys.
-Two configurations start at once, in threads. Whatever goes wrong with the app itself (it did
-not start, crashed, or stopped answering) is raised as an AppProblem whose `state` says "hung" or
-"crashed"; the plugin records that on the check's Result. A request that times out marks the run's
+a memcached of its own, SASL by default (as MemCachier runs it), plain where a check lists keys,
+none at all for the app as `make run` starts it. The configurations a run needs start at once,
+in threads. Whatever goes wrong with the app itself (it did not start, crashed, answered 5xx or
+stopped answering) is raised as an AppProblem whose `state` says "hung" or "crashed", with the
+`cause` read from the app's output; the plugin records both on the check's Result. A request that times out marks the run's
 Health as hung, so every later check, on either configuration, fails at once instead of waiting.
 """
 import contextlib
@@ -17,18 +18,56 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from checks import causes
 from runtime import harness, memcached, processes
 from runtime.visitor import Visitor
 
 
 class AppProblem(Exception):
     """The app under test did not start, crashed or stopped answering; `output` holds its log,
-    `state` is "hung", "crashed" or None (it answered, wrongly: a 5xx)."""
+    `state` is "hung" or "crashed" (a 5xx is a crash of that request), `cause` the exception
+    and the learner's file and line (checks/causes.py), `reason` the manifest's [problems] key."""
 
-    def __init__(self, message, output="", state=None):
+    def __init__(self, message, output="", state="crashed", cause=None, reason=None):
         super().__init__(message)
         self.output = output
         self.state = state
+        self.cause = cause
+        self.reason = reason
+
+
+def boot_problem(exc, what="the app did not start"):
+    """The AppProblem for a BootError (or another HarnessError) from starting the app."""
+    state = state_of(exc)
+    phase = getattr(exc, "phase", "serve")
+    folder = getattr(exc, "folder", None)
+    cause = causes.cause(getattr(exc, "output", ""), [folder] if folder else [])
+    if phase == "import" and state == "hung":
+        cause = str(exc) + (f"\n  {cause}" if cause else "")
+    summary = f"{what}: {cause.splitlines()[0]}" if cause else summarise(str(exc))
+    if not summary.startswith("the app") and not summary.startswith(what):
+        summary = f"{what}: {summary}"
+    if cause and cause.startswith("gunicorn: Failed to find attribute"):
+        reason = "wsgi_attribute"
+    else:
+        reason = {("import", "hung"): "hung_at_import", ("import", "crashed"): "crashed_at_import",
+                  ("migrate", "hung"): "migration_hung", ("migrate", "crashed"): "migration_failed",
+                  ("serve", "hung"): "hung_at_start"}.get((phase, state), "crashed_at_start")
+    return AppProblem(summary, getattr(exc, "output", "") or str(exc), state, cause, reason)
+
+
+class Verdict(AssertionError):
+    """An expectation that does not hold, for REASON: the key of the manifest's hint that is
+    true for this failure (the expectation's `reasons`, or the [problems] table)."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason
+
+
+def expect(condition, message, reason=None):
+    if not condition:
+        raise Verdict(message, reason)
 
 
 class Health:
@@ -57,8 +96,7 @@ class Subject:
             try:
                 self._second = self.app.spawn().url
             except harness.HarnessError as exc:
-                raise AppProblem(f"a second app process did not start: {summarise(str(exc))}",
-                                 state=state_of(exc)) from None
+                raise boot_problem(exc, "a second app process did not start") from None
         return self._second
 
     def counters(self):
@@ -80,8 +118,7 @@ class Subject:
                 kill(server.proc)
                 server.start()
         except harness.HarnessError as exc:
-            raise AppProblem(f"the app did not start again: {summarise(str(exc))}",
-                             state=state_of(exc)) from None
+            raise boot_problem(exc, "the app did not start again") from None
 
     def stop(self):
         """Kill the app's processes and its memcached: nothing in them is worth a clean exit,
@@ -95,8 +132,7 @@ class Subject:
         """The Alembic revisions recorded in the app's SQLite database, or None without one."""
         import sqlite3
 
-        files = [p for pattern in ("*.sqlite", "*.sqlite3", "*.db")
-                 for p in self.app.workdir.rglob(pattern)]
+        files = harness.database_files(self.app.workdir)
         if not files:
             return None
         versions = []
@@ -111,6 +147,14 @@ class Subject:
     def log_tail(self, lines=20):
         return harness.log_tail(self.app.log, lines)
 
+    def log_size(self):
+        return self.app.log.stat().st_size if self.app.log.exists() else 0
+
+    def cause_since(self, offset):
+        """What the app raised since the log held OFFSET bytes, as checks/causes.py reads it."""
+        return causes.cause(harness.read_from(self.app.log, offset),
+                            [server.workdir for server in self.app.servers])
+
 
 class CheckVisitor(Visitor):
     """A visitor whose failures say what the app did: a 5xx, a dropped connection, no answer."""
@@ -122,18 +166,23 @@ class CheckVisitor(Visitor):
     def _call(self, method, url, send):
         health = self.subject.health
         if health.hung:
-            raise AppProblem(f"the app stopped answering earlier ({health.hung})", state="hung")
+            raise AppProblem(f"the app stopped answering earlier ({health.hung})", state="hung",
+                             cause=health.hung, reason="hung")
         path = urlsplit(self.url(url) if "://" not in url else url).path or "/"
+        offset = self.subject.log_size()
         try:
             response = send()
         except requests.Timeout:
             health.hung = f"{method} {path} got no answer within {self.timeout:.0f} s"
-            raise AppProblem(health.hung, state="hung") from None
+            raise AppProblem(health.hung, state="hung", cause=health.hung, reason="hung") from None
+        except requests.TooManyRedirects:
+            raise Verdict(f"{method} {path} redirects in a loop", "redirect_loop") from None
         except requests.ConnectionError:
             raise AppProblem(f"{method} {path}: the app closed the connection (did it crash?)",
-                             state="crashed") from None
+                             cause=self.subject.cause_since(offset), reason="crashed") from None
         if response.status_code >= 500:
-            raise AppProblem(f"{method} {path} answered {response.status_code} {response.reason}")
+            raise AppProblem(f"{method} {path} answered {response.status_code} {response.reason}",
+                             cause=self.subject.cause_since(offset), reason="server_error")
         return response
 
     def get(self, path="/", **kwargs):
@@ -148,7 +197,8 @@ class CheckVisitor(Visitor):
     def add_form(self, path="/"):
         """The form that adds a task: a POST form with a text field."""
         form = next((f for f in self.forms(path) if f.method == "POST" and f.texts), None)
-        assert form is not None, f"GET {path} shows no form with a text field for a task's name"
+        expect(form is not None, f"GET {path} shows no form with a text field for a task's name",
+               "no_add_form")
         return form
 
     def add_task(self, name, path="/", follow=True):
@@ -199,10 +249,7 @@ class Boot:
                 boot_timeout=self.config.getoption("--boot-timeout")))
             self.subject = Subject(app, self.config.getoption("--request-timeout"), self.health)
         except harness.HarnessError as exc:
-            summary = summarise(str(exc))
-            if not summary.startswith("the app"):
-                summary = "the app did not start: " + summary
-            self.error = AppProblem(summary, str(exc), state_of(exc))
+            self.error = boot_problem(exc)
         except BaseException as exc:  # handed to the test that waits for this app
             self.error = exc
 
@@ -235,7 +282,10 @@ def boots(request):
         for fixture, other in (("app", "sasl"), ("listing_app", "plain")):
             if fixture in needed:
                 start(other)
-        return started[cache].result()
+        subject = started[cache].result()
+        if "app_without_memcached" in needed:
+            start(None)  # once the others are up: it boots while the early stages are checked
+        return subject
 
     yield get
     for boot in started.values():
@@ -252,6 +302,16 @@ def app(boots):
 def listing_app(boots):
     """The app with a plain memcached of its own, whose keys can be listed."""
     return boots("plain")
+
+
+@pytest.fixture(scope="session")
+def app_without_memcached(boots):
+    """The app with no MEMCACHIER_* at all, as `make run` starts it: (its Subject, None), or
+    (None, the AppProblem that kept it from starting), which is that check's own failure."""
+    try:
+        return boots(None), None
+    except AppProblem as problem:
+        return None, problem
 
 
 @pytest.fixture(scope="session")

@@ -66,8 +66,9 @@ def static_checks(bundle, out):
         out.step("ok" if not found else "FINDING", f"{config.path}  {describe_config(config)}")
     requirements = bundle.root / "requirements.txt"
     count = len(parse_requirements(requirements.read_text())) if requirements.is_file() else 0
-    out.step("ok" if not judged.requirements else "FINDING", f"requirements.txt  {count} requirement(s), "
-             "each pinned, no development tools" if not judged.requirements else "requirements.txt")
+    found = judged.requirements + judged.runtime_needs
+    out.step("ok" if not found else "FINDING", f"requirements.txt  {count} requirement(s), each "
+             "pinned, no development tools, all the app imports" if not found else "requirements.txt")
     if judged.entry is None:
         out.step("FINDING", "entry point: the platform could not start the app")
     else:

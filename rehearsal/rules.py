@@ -6,8 +6,11 @@ Every rule takes the bundle's root folder or parsed files and returns Findings; 
 """
 import difflib
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -241,6 +244,75 @@ def check_requirements(root):
     return findings
 
 
+# Import the app as the platform runs it, RDS_* and MEMCACHIER_* set (so SQLAlchemy loads the MySQL
+# driver and Flask-Caching loads pylibmc), with every installed distribution hidden that
+# `pip install -r requirements.txt` would not install: the pinned ones and what they require.
+ONLY_REQUIRED = r"""
+import importlib, importlib.metadata as md, json, os, sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canonical
+visible, todo = set(), [canonical(n) for n in json.loads(sys.argv[1])]
+while todo:
+    name = todo.pop()
+    if name not in visible:
+        visible.add(name)
+        try:
+            todo += [canonical(r.name) for r in map(Requirement, md.distribution(name).requires or [])
+                     if r.marker is None or r.marker.evaluate({"extra": ""})]
+        except md.PackageNotFoundError:
+            pass
+hidden = {module: sorted(dists) for module, dists in md.packages_distributions().items()
+          if not visible & {canonical(d) for d in dists} and module not in sys.modules}
+
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in hidden:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name.partition(".")[0])
+
+sys.meta_path.insert(0, Hide())
+sys.path.insert(0, os.getcwd())
+try:
+    app = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])
+    with app.app_context():
+        getattr(app.extensions.get("sqlalchemy"), "engine", None)  # the driver loads here at the latest
+except ModuleNotFoundError as exc:
+    if exc.name in hidden:
+        dist = hidden[exc.name][0]
+        print(json.dumps({"module": exc.name, "distribution": dist, "version": md.version(dist)}))
+except BaseException:
+    pass  # not a missing requirement: the replay and the checks report it
+"""
+# Where nothing listens: the app may build clients, never reach a server.
+PLATFORM_VARIABLES = {"RDS_HOSTNAME": "127.0.0.1", "RDS_PORT": "9", "RDS_DB_NAME": "ebdb",
+                      "RDS_USERNAME": "ebroot", "RDS_PASSWORD": "rules", "MEMCACHIER_SERVERS": "127.0.0.1:9",
+                      "MEMCACHIER_USERNAME": "rules", "MEMCACHIER_PASSWORD": "rules",
+                      "SECRET_KEY": "rules-" + "0" * 32}
+
+
+def check_runtime_needs(root, entry, timeout=60):
+    """A finding when the app, imported as Elastic Beanstalk runs it, needs a distribution that
+    requirements.txt does not install (mysqlclient, loaded only when RDS_* are set)."""
+    path = Path(root) / "requirements.txt"
+    if entry is None or not entry.module or not path.is_file():
+        return []
+    names = [name for _, name, _, _ in parse_requirements(path.read_text()) if name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RDS_", "MEMCACHIER_", "FLASK_"))}
+    env.update(PLATFORM_VARIABLES, PYTHONDONTWRITEBYTECODE="1")
+    try:
+        result = subprocess.run([sys.executable, "-c", ONLY_REQUIRED, json.dumps(names), entry.module,
+                                 entry.name], cwd=Path(root) / entry.app_dir, env=env,
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return []  # a hang is not a missing requirement; the checks and the replay report it
+    lines = result.stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
+        return []
+    need = json.loads(lines[-1])
+    return [Finding("requirements.txt", f"installs nothing that provides {need['module']!r}, which "
+                    f"the app imports on Elastic Beanstalk (with RDS_* and MEMCACHIER_* set): add "
+                    f"{need['distribution']}=={need['version']}")]
+
+
 # ---- the entry point: the Procfile, or the WSGIPath option --------------------------------------
 
 
@@ -358,11 +430,12 @@ class Judgement:
     requirements: list
     entry_point: list
     static_files: list
+    runtime_needs: list  # what the app imports on the platform and requirements.txt lacks
 
     @property
     def findings(self):
         return [*self.unreadable, *(f for found in self.by_config.values() for f in found),
-                *self.requirements, *self.entry_point, *self.static_files]
+                *self.requirements, *self.runtime_needs, *self.entry_point, *self.static_files]
 
 
 def judge(root, files):
@@ -370,6 +443,8 @@ def judge(root, files):
     configs, unreadable = load_configs(root, files)
     notes = []
     entry, entry_point = check_entry_point(root, configs, notes)
+    requirements = check_requirements(root)
     return Judgement(configs, entry, notes, unreadable,
                      {config.path: check_config(config) for config in configs},
-                     check_requirements(root), entry_point, check_static_files(root, configs, entry))
+                     requirements, entry_point, check_static_files(root, configs, entry),
+                     [] if requirements or entry_point else check_runtime_needs(root, entry))

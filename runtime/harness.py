@@ -12,6 +12,7 @@ subprocesses, never imported here.
 """
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -37,11 +38,32 @@ COUNTERS = ("get_hits", "get_misses", "cmd_get", "cmd_set", "delete_hits", "dele
 
 
 class BootError(HarnessError):
-    """The app did not come up: `state` is "hung" (no answer in time) or "crashed" (it exited)."""
+    """The app did not come up: `state` is "hung" (no answer in time) or "crashed" (it exited);
+    `phase` is "import", "migrate" or "serve"; `output` is what the app printed, whole, from
+    its copy in `folder`."""
 
-    def __init__(self, message, state):
+    def __init__(self, message, state, phase="serve", output="", folder=None):
         super().__init__(message)
-        self.state = state
+        self.state, self.phase, self.output, self.folder = state, phase, output, folder
+
+
+# Import the app under a watchdog, then migrate with no watchdog: a hang at import is caught in
+# LIMIT seconds (faulthandler prints where it waits, then exits), a slow migration is not.
+IMPORT_THEN_MIGRATE = r"""
+import faulthandler, sys
+limit, migrate = float(sys.argv[1]), sys.argv[2] == "migrate"
+faulthandler.dump_traceback_later(limit, exit=True)
+import flask.cli
+flask.cli.load_dotenv()  # as `flask` does before it imports the app
+import application
+faulthandler.cancel_dump_traceback_later()
+print(sys.argv[3], file=sys.stderr, flush=True)
+if migrate:
+    sys.argv = ["flask", "--app", "application", "db", "upgrade"]
+    flask.cli.main()
+"""
+IMPORTED = "workshop-harness: the app imported"
+WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's first line when time ran out
 
 
 def services_env():
@@ -156,6 +178,7 @@ class Server:
                f"--workers={self.workers}", f"--threads={self.threads}", "--timeout", "60",
                "--graceful-timeout", "3", "application:application"]
         with open(self.log, "ab") as out:
+            self.log_start = out.tell()  # what this start prints comes after this
             self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._wait_ready(timeout)
@@ -167,7 +190,8 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BootError(f"the app exited while starting: {log_tail(self.log)}", "crashed")
+                raise BootError(f"the app exited while starting: {log_tail(self.log)}", "crashed",
+                                output=read_from(self.log, self.log_start), folder=self.workdir)
             try:
                 # Any answer means a worker has imported the app; this path touches no cache.
                 requests.get(self.url + "/__harness_ready__", timeout=2)
@@ -175,7 +199,8 @@ class Server:
             except requests.RequestException:
                 time.sleep(0.05)
         self.stop()
-        raise BootError(f"the app did not answer within {timeout:.0f}s: {log_tail(self.log)}", "hung")
+        raise BootError(f"the app did not answer within {timeout:.0f}s: {log_tail(self.log)}", "hung",
+                        output=read_from(self.log, self.log_start), folder=self.workdir)
 
     def stop(self):
         if self.proc is not None:
@@ -183,12 +208,30 @@ class Server:
         self.proc = None
 
 
+def read_from(path, offset):
+    """The text of PATH from byte OFFSET on ("" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def database_files(folder):
+    """The SQLite database files under FOLDER."""
+    return [p for pattern in ("*.sqlite", "*.sqlite3", "*.db") for p in Path(folder).rglob(pattern)]
+
+
 def log_tail(path, lines=12):
     try:
-        text = Path(path).read_text(errors="replace").strip().splitlines()
+        return log_tail_text(Path(path).read_text(errors="replace"), lines)
     except OSError:
         return "(no log)"
-    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def log_tail_text(text, lines=12):
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
 
 
 class App:
@@ -239,6 +282,32 @@ class App:
             raise HarnessError(f"flask {' '.join(args)} failed: " + " | ".join(out))
         return result.stdout
 
+    def import_and_migrate(self, import_timeout, migrate_timeout, migrate=True):
+        """Import the app within IMPORT_TIMEOUT seconds, then run `flask db upgrade` (when
+        MIGRATE) within MIGRATE_TIMEOUT more. Raises BootError with the phase that failed."""
+        limit = import_timeout + migrate_timeout
+        argv = [sys.executable, "-c", IMPORT_THEN_MIGRATE, str(import_timeout),
+                "migrate" if migrate else "import", IMPORTED]
+        try:
+            result = subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True,
+                                    text=True, timeout=limit)
+        except subprocess.TimeoutExpired as exc:
+            output = (exc.stderr or b"").decode(errors="replace")  # bytes, whatever text= says
+            raise BootError(f"the migration did not finish within {migrate_timeout:.0f} s", "hung",
+                            "migrate", output, self.workdir) from None
+        output = result.stderr + result.stdout
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(output.replace(IMPORTED + "\n", ""))
+        if result.returncode == 0:
+            return
+        imported = IMPORTED in result.stderr
+        if not imported and WATCHDOG.search(result.stderr):
+            raise BootError(f"hung at import: no answer in {import_timeout:.0f} s", "hung", "import",
+                            output, self.workdir)
+        phase = "migrate" if imported else "import"
+        what = "flask db upgrade failed" if imported else "importing the app failed"
+        raise BootError(f"{what}: {log_tail_text(output, 6)}", "crashed", phase, output, self.workdir)
+
     def log_text(self):
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -273,10 +342,12 @@ def app_environment(base, *, database, servers=None, username=None, password=Non
 
 @contextlib.contextmanager
 def run_app(app_dir, *, database="sqlite", cache="sasl", env=None, workers=EB_WORKERS,
-            threads=EB_THREADS, migrate=True, boot_timeout=30.0):
+            threads=EB_THREADS, migrate=True, boot_timeout=30.0, migrate_timeout=300.0):
     """Copy APP_DIR, give it its own memcached and empty database, migrate, serve, tear down.
 
     database: "sqlite" or "mariadb". cache: "sasl", "plain" or None (no MEMCACHIER_* at all).
+    The app must import and then answer within BOOT_TIMEOUT seconds each; the migration, which
+    runs once the import succeeded, gets MIGRATE_TIMEOUT.
     """
     app_dir = Path(app_dir)
     if not (app_dir / "application.py").is_file():
@@ -296,8 +367,8 @@ def run_app(app_dir, *, database="sqlite", cache="sasl", env=None, workers=EB_WO
                                   username=server.username if server else None,
                                   password=server.password if server else None)
         app = App(workdir, app_env, server, db, workers, threads)
-        if migrate and (workdir / "migrations").is_dir():
-            app.flask("db", "upgrade")
+        app.import_and_migrate(boot_timeout, migrate_timeout,
+                               migrate=migrate and (workdir / "migrations").is_dir())
         app.servers[0].start(boot_timeout)
         yield app
     finally:

@@ -2,7 +2,9 @@
 
 - every steps/NN passes checks 01..NN, and final/ passes them all;
 - every steps/NN-1 fails check NN: each check detects the capability it names;
-- each broken learner app in tests/fixtures/broken fails the right check, with the right hint;
+- each broken learner app in tests/fixtures/broken fails the right check, with the hint for its
+  reason and the cause (the exception and the learner's file and line) on the terminal;
+- a hang at import is HUNG within the boot limit; a slow migration after it is not;
 - bad input gets one line and exit status 2, never a traceback.
 
 Every run goes through the real command in a subprocess, on real memcached and SQLite. The runs
@@ -74,8 +76,15 @@ def runs(tmp_path_factory, services_env):
                                       tmp / f"previous-{number}.json")
     for name in FIXTURES:
         spec = materialise(name, tmp / "broken" / name)
-        jobs[("broken", name)] = (["run", spec["stage"], tmp / "broken" / name, "-q",
+        # Not -q: the terminal is what the learner reads, so the tests read it too.
+        jobs[("broken", name)] = (["run", spec["stage"], tmp / "broken" / name,
                                    *spec.get("options", [])], tmp / f"broken-{name}.json")
+    slow = tmp / "slow-migration"
+    shutil.copytree(FOLDERS["02"], slow, ignore=shutil.ignore_patterns("__pycache__", "instance"))
+    migration = next((slow / "migrations" / "versions").glob("*.py"))
+    migration.write_text(migration.read_text().replace(
+        "def upgrade():\n", "def upgrade():\n    import time\n    time.sleep(6)  # longer than the boot limit\n"))
+    jobs[("slow-migration",)] = (["run", "02", slow, "-q", "--boot-timeout", "3"], tmp / "slow.json")
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {key: pool.submit(checked, args, out) for key, (args, out) in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
@@ -148,26 +157,100 @@ def test_stale_list_is_reported_never_failed(runs):
 
 # ---- broken learner apps -----------------------------------------------------------------------
 
+def flat(text):
+    """TEXT with its whitespace collapsed: the terminal wraps long lines."""
+    return " ".join(text.split())
+
+
 @pytest.mark.parametrize("name", FIXTURES)
-def test_broken_app_fails_the_right_check_with_its_hint(runs, name):
+def test_broken_app_fails_the_right_check_with_its_hint_and_cause(runs, name):
     spec = tomllib.loads((BROKEN / name / "fixture.toml").read_text())
     result, data = runs[("broken", name)]
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+    terminal = flat(result.stdout)
     tests = {t["id"]: t for t in by_stage(data, spec["stage"])}
     expectations = {e.id: e for e in next(s for s in STAGES if s.number == spec["stage"]).expectations}
     for expectation_id in spec["fails"]:
         test = tests[expectation_id]
         assert test["status"] in ("fail", "error"), f"{expectation_id} passed on {name}"
-        assert expectations[expectation_id].hint in test["message"]
-        assert test["observed"] and "observed: " + test["observed"] in test["message"]
+        reason = spec.get("reasons", {}).get(expectation_id, spec.get("reason"))
+        hint = expectations[expectation_id].hint_for(reason)
+        assert test["reason"] == reason and test["hint"] == hint
+        assert flat(hint) in terminal, f"{expectation_id}: the hint for {reason} is not shown"
+        assert test["observed"] and test["message"].startswith("observed: " + test["observed"])
+        assert flat(test["observed"]) in terminal
+        for part in spec.get("cause", []):
+            assert part in (test["cause"] or ""), f"{expectation_id}: cause {test['cause']!r}"
+            assert flat(part) in terminal
+        if "observed" in spec:
+            assert spec["observed"] in test["observed"]
+    if not spec.get("cause"):  # a wrong answer, not an exception: no cause to show
+        assert all(tests[i]["cause"] is None for i in spec["fails"])
+
+
+def test_every_reason_a_check_gives_has_its_hint():
+    """Each reason literal in a check_NN_* (or a helper, for the [problems] ones) has a hint."""
+    import ast
+
+    from checks import stages, subject
+
+    problems = tomllib.loads((STEPS / "steps.toml").read_text())["problems"]
+    hints = {e.test_name: e.hints for s in STAGES for e in s.expectations}
+    for module in (stages, subject):
+        tree = ast.parse(Path(module.__file__).read_text())
+        for function in (n for n in tree.body if isinstance(n, ast.FunctionDef) or isinstance(n, ast.ClassDef)):
+            known = hints.get(function.name, problems)
+            for call in (n for n in ast.walk(function) if isinstance(n, ast.Call)):
+                name = getattr(call.func, "id", None)
+                position = {"expect": 2, "no_findings": 1}.get(name)
+                if position is None or len(call.args) <= position:
+                    continue
+                for reason in literals(call.args[position]):
+                    assert reason in known, f"{function.name}: reason {reason!r} has no hint"
+
+
+def literals(node):
+    """The strings an expression can evaluate to: a constant, or either branch of an if-else."""
+    import ast
+
+    if isinstance(node, ast.Constant):
+        return [node.value] if isinstance(node.value, str) else []
+    if isinstance(node, ast.IfExp):
+        return literals(node.body) + literals(node.orelse)
+    return []
+
+
+def test_a_pickle_is_read_never_run(tmp_path):
+    """check_04_plain_values names the classes a stored pickle refers to without unpickling it."""
+    import pickle
+
+    from checks.stored import pickled_globals
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    names = pickled_globals(pickle.dumps([{"id": 1, "name": "plain"}, Payload()], protocol=5))
+    assert "pathlib.Path.touch" in names and not marker.exists()
+    assert pickled_globals(pickle.dumps([{"id": 1, "name": "plain"}], protocol=2)) == []
+    assert pickled_globals(b"<li>a rendered fragment</li>") is None
+    assert pickled_globals(b"\x80\x05not a pickle") is None
+
+
+def test_a_slow_migration_is_not_hung(runs):
+    # Its import is quick; the migration alone takes longer than the boot limit, and that is fine.
+    result, data = runs[("slow-migration",)]
+    assert result.returncode == 0, result.stdout + json.dumps(data)[:2000]
 
 
 def test_a_hung_request_is_reported_as_such(runs):
     _, data = runs[("broken", "never-answers")]
     index = next(t for t in data["tests"] if t["id"] == "index")
     assert "GET / got no answer within 3 s" in index["observed"]
-    assert index["app"] == "hung" and data["app"] == "hung"
+    assert index["app_state"] == "hung" and data["app_state"] == "hung"
 
 
 def test_a_crash_on_import_shows_the_exception(runs):
@@ -175,7 +258,14 @@ def test_a_crash_on_import_shows_the_exception(runs):
     importable = next(t for t in data["tests"] if t["id"] == "importable")
     assert importable["status"] == "error" and data["status"] == "error"
     assert "ImportError" in importable["observed"] and "create_application" in importable["observed"]
-    assert importable["app"] == "crashed" and data["app"] == "crashed"
+    assert importable["app_state"] == "crashed" and data["app_state"] == "crashed"
+    assert "at application.py:2 in <module>" in importable["cause"] and data["cause"] == importable["cause"]
+
+
+def test_a_hang_at_import_is_hung_before_the_migration(runs):
+    _, data = runs[("broken", "hangs-before-migrations")]
+    assert data["app_state"] == "hung" and data["status"] == "error"
+    assert all(t["reason"] == "hung_at_import" for t in data["tests"] if not t["informational"])
 
 
 # ---- the results files -------------------------------------------------------------------------
@@ -191,7 +281,9 @@ def test_run_writes_exercism_json_and_junit(tmp_path, services_env):
     assert names == {"check_03_ebextensions", "check_03_migration_command", "check_03_entry_point",
                      "check_03_requirements"}
     for test in data["tests"]:
-        assert set(test) >= {"name", "status", "message", "output", "points"}
+        assert set(test) >= {"name", "status", "message", "output", "points", "step", "cause",
+                             "app_state", "hint"}
+        assert test["app_state"] == "ok" and test["cause"] is None
         assert test["message"].startswith("observed: ")
     suite = ET.parse(junit_file).getroot().find("testsuite")
     assert suite.get("tests") == "4" and suite.get("failures") == "4"

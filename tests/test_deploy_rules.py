@@ -23,6 +23,8 @@ CASES = [
     ("unpinned", "root", "requirements.txt", "Flask==3.1.3", "Flask>=3"),
     ("listed twice", "step", "requirements.txt", "Werkzeug==", "flask==3.1.3\nWerkzeug=="),
     ("include line", "step", "requirements.txt", "Werkzeug==", "-r other.txt\nWerkzeug=="),
+    ("no MySQL driver", "step", "requirements.txt", "mysqlclient==2.3.1\n", ""),
+    ("no MySQL driver at the root", "root", "requirements.txt", "mysqlclient==2.3.1\n", ""),
     ("wrong callable", "root", "Procfile", "application:application", "application:app"),
     ("missing module", "root", "Procfile", "--chdir final application:", "--chdir final wsgi:"),
     ("wrong port", "root", "Procfile", "127.0.0.1:8000", "0.0.0.0:5000"),
