@@ -63,6 +63,8 @@ def learner_row(name, path, data, stages, started):
     errors = [t for t in tests if t["status"] == "error"]
     if state == "ok" and reached is None and errors:
         state = "crashed"  # no check could even run the app
+    if reached is not None:
+        state = "ok"  # it runs: what crashed or hung on the way is in the causes of its failures
     detail = ""
     if state != "ok":
         culprit = next((t for t in tests if app_state_of(t) == state), errors[0] if errors else None)

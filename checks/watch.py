@@ -104,7 +104,7 @@ class Watch:
             if state:
                 print(f"  The app {state}.")
             for test in ran:
-                show_test(test)
+                show_test(test, stage)
             counted = [t for t in ran if not t["informational"]]
             passing = sum(1 for t in counted if not failed(t))
             print(f"  {passing} of {len(counted)} expectations pass.")
@@ -119,10 +119,12 @@ class Watch:
         return 0
 
 
-def show_test(test):
+def show_test(test, stage):
+    """A failing TEST as `checks run` shows it; its text and lesson section are the manifest's."""
     if not failed(test):
         return
-    print(f"  {symbols()[test['status']]} {test['text']}")
+    expectation = next(e for e in stage.expectations if e.id == test["id"])
+    print(f"  {symbols()[test['status']]} {expectation.text}")
     print(wrap("observed: ", test["observed"] or "the check failed"))
     if test.get("cause") and test["cause"].strip() != (test["observed"] or "").strip():
         lines = cause(test).splitlines()
@@ -130,7 +132,7 @@ def show_test(test):
         for line in lines[1:]:
             print(" " * 13 + line)
     print(wrap("hint: ", test["hint"]))
-    print(wrap("reread: ", test["lesson"]))
+    print(wrap("reread: ", f"{stage.lesson_path}, section \"{expectation.section}\""))
 
 
 def changed(changes, app_dir):

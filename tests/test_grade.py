@@ -1,7 +1,7 @@
 """The instructor's batch (`python -m checks grade`) places each learner right and never stops.
 
 One class, graded once: a learner at stage 03, two complete apps with a late-stage bug (07, 08),
-one whose every page is a 500, an app that crashes at import, one that hangs at import, an empty
+one whose every page raises, an app that crashes at import, one that hangs at import, an empty
 folder and a file. Each is placed at the furthest stage whose own check passes, earlier failures
 are regressions with causes, and a crashed or hung app is never `ok`.
 """
@@ -37,8 +37,8 @@ def graded(tmp_path_factory, services_env):
     shutil.copytree(FOLDERS["03"], class_dir / "ada", ignore=shutil.ignore_patterns("__pycache__"))
     materialise("fragment-not-deleted", class_dir / "eve", base="09-sessions")  # a stage-07 bug
     complete_app_without_view_cache(class_dir / "fay")  # a stage-08 bug
-    # The tutorial's one view for GET and POST: step 09's form names the add view, so every page is a 500.
-    materialise("view-cache-answers-post", class_dir / "gus", base="09-sessions")
+    # Step 09 typed without `session` in the flask import: every page raises NameError.
+    materialise("view-cache-without-session-import", class_dir / "gus", base="09-sessions")
     materialise("raises-on-import", class_dir / "bob")
     materialise("hangs-on-import", class_dir / "cy")
     (class_dir / "dee").mkdir()
@@ -72,10 +72,11 @@ def test_a_late_bug_is_a_regression_with_its_cause(graded, learner, regression):
 def test_an_app_that_fails_every_check_is_placed_nowhere_with_its_cause(graded):
     _, rows, _ = graded
     gus = rows["gus"]
-    assert gus["highest"] is None and gus["failing"][0]["expectation"] == "01 index"
-    assert "500" in gus["failing"][0]["cause"]
+    assert (gus["state"], gus["highest"]) == ("crashed", None)
+    assert gus["failing"][0]["expectation"] == "01 index"
+    assert "NameError: name 'session' is not defined" in gus["detail"]
     line = next(line for line in table([gus]).splitlines() if line.startswith("gus"))
-    assert line.split()[1] == "-" and "no stage passes: 01 index" in line
+    assert line.split()[1:3] == ["-", "CRASHED"] and "NameError" in line
 
 
 def test_a_crashed_or_hung_app_is_never_ok(graded):
@@ -98,7 +99,7 @@ def test_reports_cut_details_in_tables_and_keep_them_whole_in_files(graded):
     assert len(lines) == len(CLASS) + 1
     assert max(map(len, lines)) <= len(max(CLASS, key=len)) + 30 + CELL
     labels = {line.split()[0]: line.split()[2] for line in lines[1:]}
-    assert labels == {"ada": "OK", "eve": "OK", "fay": "OK", "gus": "OK", "bob": "CRASHED", "cy": "HUNG",
+    assert labels == {"ada": "OK", "eve": "OK", "fay": "OK", "gus": "CRASHED", "bob": "CRASHED", "cy": "HUNG",
                       "dee": "MISSING", "notes.txt": "MISSING"}
     csv_text = (out / "grades.csv").read_text()
     assert rows["bob"]["detail"] in csv_text and rows["eve"]["regressions"][0]["cause"] in csv_text
