@@ -34,30 +34,21 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from instruments.benchapps import CEILING_APP, LIMIT_APP, flask_dir, memcached_env
+from instruments.benchreport import (CEILING, LIMIT, RETURNING, SHOWN, STOPPED, TUTORIAL,
+                                     TUTORIAL_CEILING, median_of, plot, table, targets)
 from runtime import harness
 from runtime.services import ServiceError
 
 ROOT = harness.services.ROOT
 FINAL = ROOT / "final"
 OUT_DIR = ROOT / "build" / "bench"
+TUTORIAL_SIZE = 100  # steps/09 lists every task on one page: measured at this size only
 CONFIGS = [  # (label, CACHE_LAYERS); None keeps final/'s default, every layer on
     ("full caching", None),
     ("query cache only", "query"),
     ("caching off", ""),
 ]
-STOPPED = "memcached stopped"
-CEILING = "ceiling"
-LIMIT = "limit: one pooled get"
-RETURNING = "full caching, returning"
-SHOWN = [CEILING, LIMIT, "caching off", "query cache only", "full caching", RETURNING, STOPPED]
-TUTORIAL = "steps/09 (tutorial)"
-TUTORIAL_CEILING = "ceiling, its page"
-TUTORIAL_SIZE = 100  # steps/09 lists every task on one page: measured at this size only
-TARGETS = {
-    "limit_ratio": 0.95,    # full caching at least 0.95x the limit, for both visitors
-    "p50_growth": 1.2,      # p50 at the largest size within 1.2x of the smallest
-    "first_read_ms": 20.0,  # first read after a write, p50, at the largest size
-}
 # wrk calls done() once at the end; this prints one JSON line that bench reads back.
 WRK_REPORT = """
 done = function(summary, latency, requests)
@@ -67,70 +58,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
-CEILING_APP = '''"""The ceiling: final/'s page, answered by Flask with no work at all."""
-from pathlib import Path
-
-from flask import Flask, Response
-
-application = Flask(__name__)
-PAGE = (Path(__file__).parent / "page.html").read_bytes()
-
-
-@application.get("/")
-def index():
-    return Response(PAGE, mimetype="text/html")
-'''
-LIMIT_APP = '''"""The limit: final/'s extensions, and one pooled pylibmc get of final/'s page."""
-import os
-import queue
-from pathlib import Path
-
-import pylibmc
-from flask import Flask, Response
-from flask_caching import Cache
-from flask_session import Session
-
-PAGE = (Path(__file__).parent / "page.html").read_bytes()
-KEY = "bench-limit:page"
-SERVERS = os.environ["MEMCACHIER_SERVERS"].split(",")
-LOGIN = {"username": os.environ.get("MEMCACHIER_USERNAME"),
-         "password": os.environ.get("MEMCACHIER_PASSWORD")}
-
-
-def new_client():
-    return pylibmc.Client(SERVERS, binary=True, behaviors={"tcp_nodelay": True, "ketama": True},
-                          **LOGIN)
-
-
-idle = queue.LifoQueue()
-for _ in range(16):
-    idle.put(new_client())
-application = Flask(__name__)
-application.config.update(
-    SECRET_KEY=os.environ["SECRET_KEY"], SESSION_TYPE="memcached", SESSION_MEMCACHED=new_client(),
-    CACHE_TYPE="SASLMemcachedCache", CACHE_MEMCACHED_SERVERS=SERVERS,
-    CACHE_MEMCACHED_USERNAME=LOGIN["username"], CACHE_MEMCACHED_PASSWORD=LOGIN["password"],
-    CACHE_OPTIONS={"pool_size": 16})
-Cache(application)
-Session(application)
-
-
-@application.get("/")
-def index():
-    client = idle.get()
-    try:
-        try:
-            page = client.get(KEY)
-        except pylibmc.Error:  # memcached restarted (the benchmark stops it): a new connection
-            client = new_client()
-            page = client.get(KEY)
-        if page is None:  # the benchmark flushes memcached between measurements
-            client.set(KEY, PAGE)
-            page = PAGE
-    finally:
-        idle.put(client)
-    return Response(page, mimetype="text/html")
-'''
 VERBS = ["water", "paint", "fix", "call", "clean", "buy", "sort", "plan", "read", "wash"]
 NOUNS = ["the plants", "the fence", "the bike", "grandma", "the garage", "more milk",
          "the receipts", "the trip", "chapter four", "the car"]
@@ -252,20 +179,6 @@ def page_bytes(url):
 
 
 # --- one run -----------------------------------------------------------------------------------
-
-def flask_dir(workdir, name, source, page):
-    """A folder holding a one-file Flask app SOURCE that serves PAGE (page.html)."""
-    folder = Path(workdir) / name
-    folder.mkdir()
-    (folder / "application.py").write_text(source)
-    (folder / "page.html").write_bytes(page)
-    return folder
-
-
-def memcached_env(memcached):
-    return {"MEMCACHIER_SERVERS": memcached.address, "MEMCACHIER_USERNAME": memcached.username,
-            "MEMCACHIER_PASSWORD": memcached.password}
-
 
 def returning_cookies(url):
     """The Cookie header a browser sends after adding a task through the list's form."""
@@ -391,113 +304,6 @@ def until_cached(app, url, timeout=30.0):
             return time.monotonic() - started
         time.sleep(0.05)
     raise BenchError(f"{url} did not use memcached again within {timeout:.0f}s of its restart")
-
-
-def median_of(rows):
-    """The median of each figure over rounds; errors are summed."""
-    return {"rps": statistics.median(r["rps"] for r in rows),
-            "p50_ms": statistics.median(r["p50_ms"] for r in rows),
-            "p99_ms": statistics.median(r["p99_ms"] for r in rows),
-            "requests": sum(r["requests"] for r in rows),
-            "errors": sum(r["errors"] for r in rows),
-            "rounds": len(rows)}
-
-
-# --- targets and output ------------------------------------------------------------------------
-
-def find(results, size, config):
-    return next(r for r in results if r["size"] == size and r["config"] == config)
-
-
-def targets(results, first_reads, sizes):
-    small, large = min(sizes), max(sizes)
-    checks = []
-    for size in sizes:
-        limit = find(results, size, LIMIT)["rps"]
-        for label in ("full caching", RETURNING):
-            rps = find(results, size, label)["rps"]
-            checks.append({"target": f"{label} >= {TARGETS['limit_ratio']}x the limit, "
-                                     f"{size:,} tasks",
-                           "measured": f"{rps / limit:.2f}x ({rps:,.0f} vs {limit:,.0f} req/s)",
-                           "met": rps >= TARGETS["limit_ratio"] * limit})
-    tutorial = next(r for r in results if r["config"] == TUTORIAL)
-    ours = find(results, small, "full caching")
-    checks.append({"target": f"full caching x its ceiling >= the tutorial design's, "
-                             f"{small:,} vs {tutorial['size']:,} tasks",
-                   "measured": f"{ours['ratio']:.2f}x ({ours['page_bytes'] / 1024:.1f} KB page) vs "
-                               f"{tutorial['ratio']:.2f}x ({tutorial['page_bytes'] / 1024:.1f} KB)",
-                   "met": ours["ratio"] >= tutorial["ratio"]})
-    if large > small:
-        full = [find(results, size, "full caching")["p50_ms"] for size in (small, large)]
-        growth = full[1] / full[0]
-        # The ceiling does the same work at every size: how much its p50 moved is the machine.
-        drift = find(results, large, CEILING)["p50_ms"] / find(results, small, CEILING)["p50_ms"]
-        checks.append({"target": f"full caching p50 at {large:,} within {TARGETS['p50_growth']}x "
-                                 f"of p50 at {small:,}",
-                       "measured": f"{growth:.2f}x (the ceiling's own p50 moved {drift:.2f}x)",
-                       "met": growth <= TARGETS["p50_growth"]})
-    first = next(f for f in first_reads if f["size"] == large)["p50_ms"]
-    checks.append({"target": f"first read after a write at {large:,}, p50 <= "
-                             f"{TARGETS['first_read_ms']:.0f} ms",
-                   "measured": f"{first:.1f} ms", "met": first <= TARGETS["first_read_ms"]})
-    for size in sizes:
-        stopped = find(results, size, STOPPED)["rps"]
-        off = find(results, size, "caching off")["rps"]
-        checks.append({"target": f"memcached stopped >= caching off, {size:,} tasks",
-                       "measured": f"{stopped:,.0f} vs {off:,.0f} req/s ({stopped / off:.2f}x)",
-                       "met": stopped >= off})
-    return checks
-
-
-def table(results, first_reads, checks):
-    lines = [f"{'tasks':>8}  {'configuration':24} {'page KB':>7} {'req/s':>8} {'p50 ms':>8} "
-             f"{'p99 ms':>8} {'x ceiling':>9} {'errors':>6}   (median of {results[0]['rounds']} "
-             f"round{'s' if results[0]['rounds'] > 1 else ''}; x ceiling: the ceiling above it)"]
-    for r in results:
-        lines.append(f"{r['size']:>8,}  {r['config']:24} {r['page_bytes'] / 1024:>7.1f} "
-                     f"{r['rps']:>8,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['ratio']:>9.2f} "
-                     f"{r['errors']:>6}")
-    lines += ["", f"{'tasks':>8}  first read after a write (full caching), p50 over repeats"]
-    for f in first_reads:
-        lines.append(f"{f['size']:>8,}  {f['p50_ms']:.1f} ms (max {f['max_ms']:.1f} ms, a warm "
-                     f"read {f['warm_p50_ms']:.1f} ms, {f['repeats']} repeats); back on memcached "
-                     f"{f['recovery_s']:.1f} s after it restarted")
-    lines += ["", "targets"]
-    for c in checks:
-        lines.append(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']}: {c['measured']}")
-    return "\n".join(lines)
-
-
-def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = [r for r in results if r["config"] in SHOWN]  # the tutorial's pair is in the table
-    sizes = sorted({r["size"] for r in results})
-    labels = SHOWN
-    colors = ["#888888", "#17becf", "#d62728", "#ff7f0e", "#2ca02c", "#bcbd22", "#9467bd"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
-    width = 0.8 / len(labels)
-    for i, (label, color) in enumerate(zip(labels, colors)):
-        xs = [n + (i - (len(labels) - 1) / 2) * width for n in range(len(sizes))]
-        rows = [find(results, size, label) for size in sizes]
-        bars = top.bar(xs, [r["rps"] for r in rows], width, label=label, color=color)
-        bottom.bar(xs, [r["p50_ms"] for r in rows], width, color=color)
-        if label == "full caching":
-            for bar, r in zip(bars, rows):
-                top.annotate(f"{r['ratio']:.2f}x", (bar.get_x() + width / 2, bar.get_height()),
-                             ha="center", va="bottom", fontsize=8)
-    top.set_ylabel("requests/s (higher is better)")
-    top.set_title("final/ under wrk: gunicorn 1 worker x 15 threads, MariaDB, SASL memcached")
-    top.set_ylim(0, max(r["rps"] for r in results) * 1.3)  # room for the legend
-    top.legend(fontsize=8, ncol=len(labels), loc="upper center")
-    bottom.set_ylabel("p50 latency, ms (lower is better)")
-    bottom.set_xticks(range(len(sizes)), [f"{s:,} tasks" for s in sizes])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from task_list import csrf, db, settings
 from task_list.caching import cache
+from task_list.fastpath import FrontPage
 from task_list.sessions import SessionInterface
 from task_list.store import LocalStore, Memcache, quiet_cache_logs
 
@@ -30,10 +31,10 @@ def create_app(test_config=None):
     check_secret_key(app)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_cache_logs()
-    app.wsgi_app = Inbound(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
-
     db.init_app(app, MIGRATIONS)
     init_store_and_sessions(app)
+    # Inbound first: the fast path sees the path it rewrote.
+    app.wsgi_app = Inbound(FrontPage(app, app.wsgi_app), app.config["MAX_CONTENT_LENGTH"])
     cache.init_app(app)
     csrf.init_app(app)
 

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import time
 
-from flask import current_app
+from flask import current_app, request
 
 from task_list.backends import Cache
 from task_list.store import REFUSED
@@ -20,6 +20,8 @@ FRONT_PAGE = "view/front"
 # Written over the front page on every change: a reader that rendered from older data and
 # tries to store its page afterwards fails its compare-and-set instead of storing a stale page.
 TOMBSTONE = "stale"
+# Set in the WSGI environ by the fast path (fastpath.py) when its get found no page of this release.
+MISSED = "task_list.front_page_missed"
 
 
 def store():
@@ -50,6 +52,16 @@ def is_page(entry):
             and isinstance(entry.get("etag"), str) and isinstance(entry.get("release"), str))
 
 
+def this_release_page(entry, release):
+    """ENTRY if it is a front page RELEASE stored, else None (a tombstone, another release's)."""
+    return entry if is_page(entry) and entry["release"] == release else None
+
+
+def page_headers(etag):
+    """A shared page's headers: a browser's repeat visit costs a 304, not the page again."""
+    return [("ETag", f'"{etag}"'), ("Cache-Control", "no-cache")]
+
+
 def cached_front_page(build):
     """The front page's bytes and ETag, from one memcached get when warm.
 
@@ -63,12 +75,14 @@ def cached_front_page(build):
         html = build()[0]
         return html, etag_of(html)
     release = current_app.config["RELEASE"]
-    # A plain get on the hit path: libmemcached's gets costs a multi-get's exchange.
-    entry = store().get(key(FRONT_PAGE))
-    if is_page(entry) and entry["release"] == release:
-        return entry["html"], entry["etag"]
+    # A plain get on the hit path: libmemcached's gets costs a multi-get's exchange. Skipped when
+    # the fast path's get has just missed.
+    if not request.environ.get(MISSED):
+        entry = this_release_page(store().get(key(FRONT_PAGE)), release)
+        if entry:
+            return entry["html"], entry["etag"]
     entry, token = store().gets(key(FRONT_PAGE))
-    if is_page(entry) and entry["release"] == release:
+    if this_release_page(entry, release):
         return entry["html"], entry["etag"]
     if token is REFUSED:
         # A value this app did not write: overwritten at once, so a later add() is not stuck.

@@ -1,0 +1,51 @@
+"""A deliberate fast path: the warm front page, answered before Flask builds a request.
+
+Why: a warm `GET /` is one memcached get and the stored bytes, yet Flask's request, routing,
+session object, before-request check and teardown cost more CPU than the get itself, and kept the
+page well below what one pooled get allows (final/README.md, Scale).
+
+Limits: only `GET` or `HEAD` of `/` with no query string and no `flash` cookie, with the view
+layer on and memcached not down, and only when the stored entry is a page of this release.
+Anything else, or any doubt, goes to Flask (tasks.index), which holds the full rules; a miss here
+tells Flask so through caching.MISSED, so the page still costs the same memcached calls as before.
+The answer is the one tasks.index gives: same headers (caching.page_headers), same ETag, same 304.
+"""
+from werkzeug.http import parse_etags
+
+from task_list import caching
+from task_list.sessions import FLASH_COOKIE
+
+
+class FrontPage:
+    """WSGI middleware in front of Flask's app: see the module's docstring."""
+
+    def __init__(self, app, wsgi_app):
+        self.wsgi_app = wsgi_app
+        self.store = app.extensions["task_list.store"]
+        self.on = "view" in app.config["CACHE_LAYERS"]
+        self.key = app.config["CACHE_KEY_PREFIX"] + caching.FRONT_PAGE
+        self.release = app.config["RELEASE"]
+
+    def answers(self, environ):
+        # Any cookie whose name or value mentions the flash cookie goes to Flask: a message may wait.
+        return (self.on and environ.get("PATH_INFO") == "/" and not environ.get("QUERY_STRING")
+                and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+                and FLASH_COOKIE not in environ.get("HTTP_COOKIE", "")
+                and not self.store.down())
+
+    def __call__(self, environ, start_response):
+        if not self.answers(environ):
+            return self.wsgi_app(environ, start_response)
+        entry = caching.this_release_page(self.store.get(self.key), self.release)
+        if entry is None:
+            environ[caching.MISSED] = True
+            return self.wsgi_app(environ, start_response)
+        headers = caching.page_headers(entry["etag"])
+        match = environ.get("HTTP_IF_NONE_MATCH")
+        if match is not None and entry["etag"] in parse_etags(match):
+            start_response("304 NOT MODIFIED", headers)
+            return []
+        html = entry["html"]
+        start_response("200 OK", headers + [("Content-Type", "text/html; charset=utf-8"),
+                                            ("Content-Length", str(len(html)))])
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [html]

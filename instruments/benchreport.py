@@ -1,0 +1,121 @@
+"""The bench's report: the rows it shows, the targets, the table and the plot (instruments/bench.py
+measures; this module only reads the figures)."""
+import statistics
+
+STOPPED = "memcached stopped"
+CEILING = "ceiling"
+LIMIT = "limit: one pooled get"
+RETURNING = "full caching, returning"
+SHOWN = [CEILING, LIMIT, "caching off", "query cache only", "full caching", RETURNING, STOPPED]
+TUTORIAL = "steps/09 (tutorial)"
+TUTORIAL_CEILING = "ceiling, its page"
+TARGETS = {
+    "limit_ratio": 0.95,    # full caching at least 0.95x the limit, for both visitors
+    "p50_growth": 1.2,      # p50 at the largest size within 1.2x of the smallest
+    "first_read_ms": 20.0,  # first read after a write, p50, at the largest size
+}
+
+
+def median_of(rows):
+    """The median of each figure over rounds; errors are summed."""
+    return {"rps": statistics.median(r["rps"] for r in rows),
+            "p50_ms": statistics.median(r["p50_ms"] for r in rows),
+            "p99_ms": statistics.median(r["p99_ms"] for r in rows),
+            "requests": sum(r["requests"] for r in rows),
+            "errors": sum(r["errors"] for r in rows),
+            "rounds": len(rows)}
+
+
+def find(results, size, config):
+    return next(r for r in results if r["size"] == size and r["config"] == config)
+
+
+def targets(results, first_reads, sizes):
+    small, large = min(sizes), max(sizes)
+    checks = []
+    for size in sizes:
+        limit = find(results, size, LIMIT)["rps"]
+        for label in ("full caching", RETURNING):
+            rps = find(results, size, label)["rps"]
+            checks.append({"target": f"{label} >= {TARGETS['limit_ratio']}x the limit, "
+                                     f"{size:,} tasks",
+                           "measured": f"{rps / limit:.2f}x ({rps:,.0f} vs {limit:,.0f} req/s)",
+                           "met": rps >= TARGETS["limit_ratio"] * limit})
+    tutorial = next(r for r in results if r["config"] == TUTORIAL)
+    ours = find(results, small, "full caching")
+    checks.append({"target": f"full caching x its ceiling >= the tutorial design's, "
+                             f"{small:,} vs {tutorial['size']:,} tasks",
+                   "measured": f"{ours['ratio']:.2f}x ({ours['page_bytes'] / 1024:.1f} KB page) vs "
+                               f"{tutorial['ratio']:.2f}x ({tutorial['page_bytes'] / 1024:.1f} KB)",
+                   "met": ours["ratio"] >= tutorial["ratio"]})
+    if large > small:
+        full = [find(results, size, "full caching")["p50_ms"] for size in (small, large)]
+        growth = full[1] / full[0]
+        # The ceiling does the same work at every size: how much its p50 moved is the machine.
+        drift = find(results, large, CEILING)["p50_ms"] / find(results, small, CEILING)["p50_ms"]
+        checks.append({"target": f"full caching p50 at {large:,} within {TARGETS['p50_growth']}x "
+                                 f"of p50 at {small:,}",
+                       "measured": f"{growth:.2f}x (the ceiling's own p50 moved {drift:.2f}x)",
+                       "met": growth <= TARGETS["p50_growth"]})
+    first = next(f for f in first_reads if f["size"] == large)["p50_ms"]
+    checks.append({"target": f"first read after a write at {large:,}, p50 <= "
+                             f"{TARGETS['first_read_ms']:.0f} ms",
+                   "measured": f"{first:.1f} ms", "met": first <= TARGETS["first_read_ms"]})
+    for size in sizes:
+        stopped = find(results, size, STOPPED)["rps"]
+        off = find(results, size, "caching off")["rps"]
+        checks.append({"target": f"memcached stopped >= caching off, {size:,} tasks",
+                       "measured": f"{stopped:,.0f} vs {off:,.0f} req/s ({stopped / off:.2f}x)",
+                       "met": stopped >= off})
+    return checks
+
+
+def table(results, first_reads, checks):
+    lines = [f"{'tasks':>8}  {'configuration':24} {'page KB':>7} {'req/s':>8} {'p50 ms':>8} "
+             f"{'p99 ms':>8} {'x ceiling':>9} {'errors':>6}   (median of {results[0]['rounds']} "
+             f"round{'s' if results[0]['rounds'] > 1 else ''}; x ceiling: the ceiling above it)"]
+    for r in results:
+        lines.append(f"{r['size']:>8,}  {r['config']:24} {r['page_bytes'] / 1024:>7.1f} "
+                     f"{r['rps']:>8,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['ratio']:>9.2f} "
+                     f"{r['errors']:>6}")
+    lines += ["", f"{'tasks':>8}  first read after a write (full caching), p50 over repeats"]
+    for f in first_reads:
+        lines.append(f"{f['size']:>8,}  {f['p50_ms']:.1f} ms (max {f['max_ms']:.1f} ms, a warm "
+                     f"read {f['warm_p50_ms']:.1f} ms, {f['repeats']} repeats); back on memcached "
+                     f"{f['recovery_s']:.1f} s after it restarted")
+    lines += ["", "targets"]
+    for c in checks:
+        lines.append(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']}: {c['measured']}")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [r for r in results if r["config"] in SHOWN]  # the tutorial's pair is in the table
+    sizes = sorted({r["size"] for r in results})
+    labels = SHOWN
+    colors = ["#888888", "#17becf", "#d62728", "#ff7f0e", "#2ca02c", "#bcbd22", "#9467bd"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
+    width = 0.8 / len(labels)
+    for i, (label, color) in enumerate(zip(labels, colors)):
+        xs = [n + (i - (len(labels) - 1) / 2) * width for n in range(len(sizes))]
+        rows = [find(results, size, label) for size in sizes]
+        bars = top.bar(xs, [r["rps"] for r in rows], width, label=label, color=color)
+        bottom.bar(xs, [r["p50_ms"] for r in rows], width, color=color)
+        if label == "full caching":
+            for bar, r in zip(bars, rows):
+                top.annotate(f"{r['ratio']:.2f}x", (bar.get_x() + width / 2, bar.get_height()),
+                             ha="center", va="bottom", fontsize=8)
+    top.set_ylabel("requests/s (higher is better)")
+    top.set_title("final/ under wrk: gunicorn 1 worker x 15 threads, MariaDB, SASL memcached")
+    top.set_ylim(0, max(r["rps"] for r in results) * 1.3)  # room for the legend
+    top.legend(fontsize=8, ncol=len(labels), loc="upper center")
+    bottom.set_ylabel("p50 latency, ms (lower is better)")
+    bottom.set_xticks(range(len(sizes)), [f"{s:,} tasks" for s in sizes])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
