@@ -57,14 +57,14 @@ def learner_row(name, path, data, stages, started):
     failures = [t for t in tests if failed(t)]
     regressions = [named(t) for t in failures if reached and t["step"] < reached]
     following = next((n for n in failing_stages if not reached or n > reached), None)
-    state = data.get("app_state") or data.get("app")
-    if state not in STATES:
-        state = next((app_state_of(t) for t in tests if app_state_of(t) != "ok"), "ok")
     errors = [t for t in tests if t["status"] == "error"]
-    if state == "ok" and reached is None and errors:
-        state = "crashed"  # no check could even run the app
-    if reached is not None:
-        state = "ok"  # it runs: what crashed or hung on the way is in the causes of its failures
+    state = "ok"  # an app that reaches a stage runs: what crashed on the way is in its causes
+    if reached is None:
+        state = data.get("app_state") or data.get("app")
+        if state not in STATES:
+            state = next((app_state_of(t) for t in tests if app_state_of(t) != "ok"), "ok")
+        if state == "ok" and errors:
+            state = "crashed"  # no check could even run the app
     detail = ""
     if state != "ok":
         culprit = next((t for t in tests if app_state_of(t) == state), errors[0] if errors else None)

@@ -108,7 +108,7 @@ class SessionInterface(MemcachedSessionInterface):
             return  # nothing read it, so nothing changed: no write, no cookie
         super().save_session(app, session, response)
         waiting = dict.__contains__(session, "_flashes")
-        if waiting != (request.cookies.get(FLASH_COOKIE) == "1"):
+        if waiting != flash_waiting():
             path = self.get_cookie_path(app)
             if waiting:
                 response.set_cookie(FLASH_COOKIE, "1", path=path, httponly=True,
