@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "build" / "results"
+ATTEMPTS = 5
 
 
 class Busy(Exception):
@@ -41,13 +43,17 @@ def request_file(app_dir):
 
 @contextlib.contextmanager
 def exclusive(app_dir):
-    """Hold APP_DIR's checker lock for the block; Busy at once when another process holds it."""
+    """Hold APP_DIR's checker lock for the block; Busy when another process holds it."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with open(RESULTS_DIR / f"{slug(app_dir)}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(f"a checker is already running on {Path(app_dir).name}/") from None
+        for attempt in range(ATTEMPTS):
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == ATTEMPTS - 1:
+                    raise Busy(f"a checker is already running on {Path(app_dir).name}/") from None
+                time.sleep(0.05)  # held() probes the lock for an instant: only a real holder stays
         try:
             yield
         finally:
