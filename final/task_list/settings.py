@@ -114,6 +114,8 @@ def from_environment(instance_path):
         "CACHE_DEFAULT_TIMEOUT": int(env("CACHE_DEFAULT_TIMEOUT", "300")),
         "FRAGMENT_TIMEOUT": int(env("FRAGMENT_TIMEOUT", "86400")),
         "TASKS_PER_PAGE": int(env("TASKS_PER_PAGE", "50")),
+        # Logs every SQL statement and every page built: tests count them; never in production.
+        "LOG_QUERIES": env("LOG_QUERIES", "0") == "1",
         "SESSION_KEY_PREFIX": prefix + "session:",
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=int(env("SESSION_HOURS", "12"))),
         # Saving only when the session changes spares a memcached write on every page view.
