@@ -21,10 +21,12 @@ from runtime.visitor import Visitor
 from conftest import unique, wait_for
 from traffic import Load, check_exactly_once, stale_reads, stored
 
-# The test cluster's CACHE_DEFAULT_TIMEOUT: the staleness bound final/ documents, made short.
-TTL = 8
-# memcached counts expiry in whole seconds, so an entry can outlive its TTL by up to one second.
-CLOCK_SLACK = 1.0
+# The test cluster's CACHE_DEFAULT_TIMEOUT: longer than any fault here, so no entry expires
+# during one and expiry cannot make a test pass.
+TTL = 30
+# From this long after a partition heals, no read may be stale: the writers' pending
+# invalidations have landed by then (final/README.md, point 16).
+SETTLE = 1.0
 REPORT = []
 
 
@@ -208,7 +210,7 @@ def test_one_memcached_node_stopped_then_back_empty(cluster):
     assert not unhandled(cluster, since)
 
 
-def test_a_partition_leaves_old_copies_for_no_longer_than_the_ttl(cluster):
+def test_no_read_is_stale_a_second_after_a_partition_heals(cluster):
     node = warm(cluster)
     since = len(cluster.log_text())
     with Load(cluster.url, threads=4) as load:
@@ -221,27 +223,24 @@ def test_a_partition_leaves_old_copies_for_no_longer_than_the_ttl(cluster):
         load.writing.set()
         try:
             load.wait_for_writes(1, "a write during the partition")
-            # No write after the partition: the worst case, where only the TTL ends the staleness.
+            # No write after the partition: only the writers' retries can end the staleness.
             load.pause_writes()
+            left = cluster.node_value(node, "view/front")  # read past the cut, on the node itself
         finally:
             cluster.mend_node(node)
         healed = time.monotonic()
         newest = load.acked()[-1][0]
-        left = cluster.node_value(node, "view/front")
-        # Keep reading until the old copy has expired from the node, and a little longer.
-        wait_for(lambda: cluster.node_value(node, "view/front") != left, "the old copy expiring",
-                 timeout=TTL + 10)
-        expired = time.monotonic()
-        wait_for(lambda: any(sent > expired + CLOCK_SLACK for sent, _, _ in load.reads), "later reads")
+        wait_for(lambda: sum(sent > healed + SETTLE for sent, _, _ in load.reads) >= 40,
+                 "reads after the partition healed")
     ids = check_exactly_once(cluster.db_connect, load)
     stale = stale_reads(load, ids)
     record("partition: a node cut off, then back", load, f"node {node + 1} of 3 cut off", stale)
     assert is_list(left) and newest.encode() not in left, \
         "the partition should have left an old copy of the list behind"
     assert load.server_errors() == 0 and not load.errors, load.errors[:3]
-    worst = max((late for _, late in stale), default=0.0)
-    assert worst <= TTL + CLOCK_SLACK, f"a list was {worst:.1f}s stale; final/ promises {TTL}s"
-    assert not [sent for sent, _ in stale if sent > healed + TTL + CLOCK_SLACK]
+    late = [sent - healed for sent, _ in stale if sent > healed + SETTLE]
+    assert not late, (f"{len(late)} reads stale from {SETTLE}s after the partition healed "
+                      f"(last at +{max(late):.1f}s)")
     assert not unhandled(cluster, since)
 
 
