@@ -75,8 +75,8 @@ def test_no_write_is_hidden_after_memcached_stalls(pair, freeze):
         thawed = time.monotonic()
         for writer in writers:
             writer.__exit__(None, None, None)
-        wait_for(lambda: all(sum(sent > thawed + SETTLE for sent, _, _ in reader.reads) >= 20
-                             for reader in readers), "reads after the stall", timeout=60)
+        wait_for(lambda: all(any(sent > thawed + 3 * SETTLE for sent, _, _ in reader.reads)
+                             for reader in readers), "reads for a while after the stall", timeout=60)
     ids = {}
     for writer in writers:
         assert writer.acked(), "each instance took a write while memcached was frozen"
@@ -87,9 +87,12 @@ def test_no_write_is_hidden_after_memcached_stalls(pair, freeze):
     for n, (reader, writer) in enumerate(zip(readers, writers), 1):
         # The writing instance never shows a list without its own acknowledged write: no flapping.
         own = stale_reads(reader, ids, [writer])
+        stale = stale_reads(reader, ids, writers)
+        print(f"freeze {freeze}s, instance {n}: {len(writer.acked())} writes, {len(reader.reads)} "
+              f"reads, {len(stale)} stale, of them {len(own)} after its own write and "
+              f"{sum(sent > thawed + SETTLE for sent, _ in stale)} from +{SETTLE}s after the stall")
         assert not own, f"instance {n}: {len(own)} of {len(reader.reads)} reads missed its own write"
-        late = [sent - thawed for sent, _ in stale_reads(reader, ids, writers)
-                if sent > thawed + SETTLE]
+        late = [sent - thawed for sent, _ in stale if sent > thawed + SETTLE]
         assert not late, (f"instance {n}: {len(late)} of {len(reader.reads)} reads stale from "
                           f"{SETTLE}s after memcached answered again (last at +{max(late):.1f}s)")
     # The invalidations landed: both instances are back on the cache.
