@@ -213,6 +213,9 @@ def invalidate_task_list(memoized):
     until it lands (layer_on). A failure is logged, never raised: the row is already committed,
     and an error page would make the visitor submit it again.
     """
+    if not current_app.config["MEMCACHED_SERVERS"]:
+        # Without memcached, memoize keeps its data in Flask-Caching's in-process SimpleCache.
+        cache.delete_memoized(memoized)
     store().invalidate({key(cache.version_key(memoized)): cache.new_version,
                         key(FRONT_PAGE): TOMBSTONE},
                        current_app.config["CACHE_DEFAULT_TIMEOUT"])
