@@ -18,7 +18,7 @@ from task_list.store import REFUSED
 log = logging.getLogger("task_list.cache")
 cache = Cache()
 FRONT_PAGE = "view/front"
-RELEASES_KEPT = 3  # pages in the front page's entry: the releases a rolling deploy runs side by side
+RELEASES_KEPT = 3  # pages in the front page's entry: releases a rolling deploy runs side by side
 REBUILDS = "task_list.rebuilds"  # app.extensions: this process's Rebuilds
 # Written over the front page on every change: a reader that rendered from older data and
 # tries to store its page afterwards fails its compare-and-set instead of storing a stale page.

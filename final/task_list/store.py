@@ -232,7 +232,7 @@ class Memcache:
                     outcome = {"failed": writes}
                     self._write_on_new_client(writes, timeout, outcome)
                     failed -= {k for k, _ in writes} - {k for k, _ in outcome["failed"]}
-            except Exception:  # a bug must not stop the retries: this instance would bypass for good
+            except Exception:  # a bug must not stop the retries: the instance would bypass for good
                 log.exception("memcached invalidation retry failed")
             with self.lock:
                 for key, sent in batch.items():
