@@ -8,7 +8,6 @@ import requests
 
 from runtime.harness import run_app
 from runtime.taskpage import task_ids
-from runtime.visitor import Visitor
 from conftest import FINAL, unique, wait_for
 
 LIST_URL = "/"
@@ -222,24 +221,6 @@ def test_a_second_process_reads_the_same_session():
         second = app.spawn()
         other = requests.get(second.url + "/me", cookies=visitor.http.cookies, timeout=10)
         assert name in other.text
-
-
-def test_a_rolling_deploy_sees_every_write_through_either_release():
-    """Two releases side by side on one cache and one database, as during a rolling deploy."""
-    with run_app(FINAL, database="mariadb", cache="sasl", env={"APP_RELEASE": "release-a"}) as app:
-        other = app.spawn(env={"APP_RELEASE": "release-b"})
-        a, b = Visitor(app.url), Visitor(other.url)
-        for writer, reader in ((a, b), (b, a), (a, b)):
-            reader.get("/")
-            reader.get("/")  # the reader's front page is warm
-            name = unique("rolling")
-            assert writer.add_task(name, follow=False).status_code == 302
-            page = reader.get("/").text
-            assert name in page
-            task_id = max(task_ids(page))
-            reader.get("/")
-            assert writer.delete_task(task_id, path="/", follow=False).status_code == 302
-            assert task_id not in task_ids(reader.get("/").text)
 
 
 def test_apps_on_different_databases_never_share_entries_whatever_the_prefix():

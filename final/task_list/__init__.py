@@ -7,7 +7,7 @@ import secrets
 from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 
-from task_list import csrf, db, settings
+from task_list import caching, csrf, db, settings
 from task_list.caching import cache
 from task_list.fastpath import FrontPage
 from task_list.sessions import SessionInterface
@@ -31,6 +31,10 @@ def create_app(test_config=None):
     check_secret_key(app)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_cache_logs()
+    if app.config["LOG_QUERIES"]:
+        # For tests and debugging: every SQL statement and every page built, in the log.
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+        logging.getLogger("task_list.builds").setLevel(logging.DEBUG)
     db.init_app(app, MIGRATIONS)
     init_store_and_sessions(app)
     # Inbound first: the fast path sees the path it rewrote.
@@ -76,6 +80,7 @@ def init_store_and_sessions(app):
         store = LocalStore()
         sessions = FileSystemCache(os.path.join(app.instance_path, "sessions"), threshold=10_000)
     app.extensions["task_list.store"] = store
+    app.extensions[caching.REBUILDS] = caching.Rebuilds()
     app.session_interface = SessionInterface(app, sessions, app.config["SESSION_KEY_PREFIX"])
 
 

@@ -7,6 +7,7 @@ with a tombstone. Rendered HTML (rows, the page) is tagged with the release that
 """
 import hashlib
 import logging
+import threading
 import time
 
 from flask import current_app, request
@@ -17,6 +18,8 @@ from task_list.store import REFUSED
 log = logging.getLogger("task_list.cache")
 cache = Cache()
 FRONT_PAGE = "view/front"
+RELEASES_KEPT = 3  # pages in the front page's entry: releases a rolling deploy runs side by side
+REBUILDS = "task_list.rebuilds"  # app.extensions: this process's Rebuilds
 # Written over the front page on every change: a reader that rendered from older data and
 # tries to store its page afterwards fails its compare-and-set instead of storing a stale page.
 TOMBSTONE = "stale"
@@ -29,8 +32,16 @@ def store():
 
 
 def layer_on(name):
-    # While memcached is down, every layer is off: no call that would fail, no stall.
-    return name in current_app.config["CACHE_LAYERS"] and not store().down()
+    """Whether layer NAME is used for this request.
+
+    While memcached is down, every layer is off: no call that would fail, no stall. While an
+    invalidation made here waits to land (store.pending()), this instance builds pages from the
+    database: the query and view layers could still hold data from before its own write.
+    Fragments cannot go stale, and sessions are not a layer, so both keep working.
+    """
+    if name not in current_app.config["CACHE_LAYERS"] or store().down():
+        return False
+    return name == "fragments" or not store().pending()
 
 
 def key(name):
@@ -47,14 +58,24 @@ def etag_of(html):
     return hashlib.md5(html, usedforsecurity=False).hexdigest()
 
 
-def is_page(entry):
-    return (isinstance(entry, dict) and isinstance(entry.get("html"), bytes)
-            and isinstance(entry.get("etag"), str) and isinstance(entry.get("release"), str))
+def is_page(page):
+    return (isinstance(page, dict) and isinstance(page.get("html"), bytes)
+            and isinstance(page.get("etag"), str) and isinstance(page.get("read_at"), float))
 
 
 def this_release_page(entry, release):
-    """ENTRY if it is a front page RELEASE stored, else None (a tombstone, another release's)."""
-    return entry if is_page(entry) and entry["release"] == release else None
+    """RELEASE's page in the front page ENTRY ({release: page}), or None (a tombstone, none yet)."""
+    page = entry.get(release) if isinstance(entry, dict) else None
+    return page if is_page(page) else None
+
+
+def other_pages(entry, release):
+    """The pages of ENTRY that other releases stored, the newest RELEASES_KEPT - 1 of them."""
+    if not isinstance(entry, dict):
+        return {}
+    pages = {name: page for name, page in entry.items() if name != release and is_page(page)}
+    newest = sorted(pages, key=lambda name: pages[name]["read_at"], reverse=True)
+    return {name: pages[name] for name in newest[:RELEASES_KEPT - 1]}
 
 
 def page_headers(etag):
@@ -65,39 +86,98 @@ def page_headers(etag):
 def cached_front_page(build):
     """The front page's bytes and ETag, from one memcached get when warm.
 
-    On a miss, a gets reads the key again with its CAS token, and BUILD returns the page and when
-    its data was read from the database. The copy is stored only if nobody wrote the key since
-    the gets (a write's tombstone makes it fail), and expires when its data is
-    CACHE_DEFAULT_TIMEOUT old, so nothing stale outlives the TTL. Another release's page, a
-    tombstone, a refused value and a missing one are all misses.
+    On a miss, one rebuild per process at a time (Rebuilds) reads the key again with its CAS
+    token, and BUILD returns the page and when its data was read from the database. The entry
+    holds one page per live release, so releases deployed side by side keep their hits; it is
+    stored only if nobody wrote the key since the gets (a write's tombstone makes it fail), and
+    expires when its oldest data is CACHE_DEFAULT_TIMEOUT old, so nothing stale outlives the TTL.
     """
     if not layer_on("view"):
         html = build()[0]
         return html, etag_of(html)
+    arrived = time.monotonic()
     release = current_app.config["RELEASE"]
+
+    def read():
+        page = this_release_page(store().get(key(FRONT_PAGE)), release)
+        return (page["html"], page["etag"]) if page else None
+
     # A plain get on the hit path: libmemcached's gets costs a multi-get's exchange. Skipped when
     # the fast path's get has just missed.
-    if not request.environ.get(MISSED):
-        entry = this_release_page(store().get(key(FRONT_PAGE)), release)
-        if entry:
-            return entry["html"], entry["etag"]
+    found = None if request.environ.get(MISSED) else read()
+    if found:
+        return found
+    return current_app.extensions[REBUILDS].run(arrived, lambda: rebuild(build, release), read)
+
+
+def rebuild(build, release):
     entry, token = store().gets(key(FRONT_PAGE))
-    if this_release_page(entry, release):
-        return entry["html"], entry["etag"]
+    page = this_release_page(entry, release)
+    if page:
+        return page["html"], page["etag"]
     if token is REFUSED:
         # A value this app did not write: overwritten at once, so a later add() is not stuck.
         token = store().replace_refused(key(FRONT_PAGE), TOMBSTONE,
                                         current_app.config["CACHE_DEFAULT_TIMEOUT"])
     html, read_at = build()
     etag = etag_of(html)
-    store().store(key(FRONT_PAGE), {"release": release, "html": html, "etag": etag}, token,
-                  time_left(read_at))
+    # Every page in the entry was built since the last tombstone: the cas below fails otherwise.
+    pages = other_pages(entry, release)
+    pages[release] = {"html": html, "etag": etag, "read_at": read_at}
+    oldest = min(page["read_at"] for page in pages.values())
+    store().store(key(FRONT_PAGE), pages, token, time_left(oldest))
     return html, etag
 
 
 def time_left(read_at):
     """Seconds until data read at READ_AT (time.time()) is CACHE_DEFAULT_TIMEOUT old; at least 1."""
     return max(1, int(current_app.config["CACHE_DEFAULT_TIMEOUT"] - (time.time() - read_at)))
+
+
+class Rebuilds:
+    """One rebuild of the front page at a time in this process: a stampede costs one list query.
+
+    A request may take the page of a rebuild only if that rebuild started after the request
+    arrived, so its data was read after any write the visitor could know of. A request that
+    arrived later waits for the rebuild under way, then reads the cache again (the rebuild has
+    usually stored the page), and only then starts a rebuild of its own.
+    """
+
+    WAIT = 10.0  # seconds; a rebuild slower than this is not waited for
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.current = None  # the Rebuild under way
+
+    def run(self, arrived, rebuild, read):
+        while True:
+            with self.lock:
+                leader = self.current is None
+                if leader:
+                    self.current = Rebuild()
+                flight = self.current
+            if leader:
+                try:
+                    flight.result = rebuild()
+                finally:
+                    with self.lock:
+                        self.current = None
+                    flight.done.set()
+                return flight.result
+            if not flight.done.wait(max(0.0, arrived + self.WAIT - time.monotonic())):
+                return rebuild()
+            if flight.started > arrived and flight.result is not None:
+                return flight.result
+            found = read()
+            if found:
+                return found
+
+
+class Rebuild:
+    def __init__(self):
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.result = None
 
 
 def row_key(task_id, name):
@@ -128,16 +208,14 @@ def invalidate_task_list(memoized):
     """After a commit: a new version for every page's data, and a tombstone on the front page.
 
     Both are shared by every release on this database, so every reader sees the write. The
-    version is written by delete_memoized() and once more by the store: Flask-Caching drops
-    set_many's list of failed keys, so only the store's write is sure to be retried. Each write
-    goes on its own with a retry on a new connection, so a server that is down, or has just come
-    back, loses no invalidation. A failure is logged, never raised: the row is already committed,
+    version is a function, so every retry writes a new one (store.Memcache.invalidate). A write
+    that does not land waits for its retry, and this instance bypasses the query and view layers
+    until it lands (layer_on). A failure is logged, never raised: the row is already committed,
     and an error page would make the visitor submit it again.
     """
-    try:
+    if not current_app.config["MEMCACHED_SERVERS"]:
+        # Without memcached, memoize keeps its data in Flask-Caching's in-process SimpleCache.
         cache.delete_memoized(memoized)
-    except Exception as exc:  # any backend error; Flask-Caching does not wrap this call
-        log.warning("could not invalidate the memoized task pages: %s", exc)
-    store().invalidate({key(cache.version_key(memoized)): cache.new_version(),
+    store().invalidate({key(cache.version_key(memoized)): cache.new_version,
                         key(FRONT_PAGE): TOMBSTONE},
                        current_app.config["CACHE_DEFAULT_TIMEOUT"])

@@ -5,7 +5,8 @@ session object, before-request check and teardown cost more CPU than the get its
 page well below what one pooled get allows (final/README.md, Scale).
 
 Limits: only `GET` or `HEAD` of `/` with no query string and no `flash` cookie, with the view
-layer on and memcached not down, and only when the stored entry is a page of this release.
+layer on, memcached not down and no invalidation of this process waiting to land, and only when
+the stored entry holds a page of this release.
 Anything else, or any doubt, goes to Flask (tasks.index), which holds the full rules; a miss here
 tells Flask so through caching.MISSED, so the page still costs the same memcached calls as before.
 The answer is the one tasks.index gives: same headers (caching.page_headers), same ETag, same 304.
@@ -31,7 +32,7 @@ class FrontPage:
         return (self.on and environ.get("PATH_INFO") == "/" and not environ.get("QUERY_STRING")
                 and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
                 and FLASH_COOKIE not in environ.get("HTTP_COOKIE", "")
-                and not self.store.down())
+                and not self.store.down() and not self.store.pending())
 
     def __call__(self, environ, start_response):
         if not self.answers(environ):

@@ -110,10 +110,12 @@ def from_environment(instance_path):
         "CACHE_LAYERS": set(os.environ.get("CACHE_LAYERS", "query,fragments,view")
                             .replace(" ", "").split(",")) - {""},
         "CACHE_KEY_PREFIX": prefix,
-        # Every entry expires: after a network partition, nothing stale outlives this.
+        # Every entry expires: what a lost invalidation leaves stale lives no longer than this.
         "CACHE_DEFAULT_TIMEOUT": int(env("CACHE_DEFAULT_TIMEOUT", "300")),
         "FRAGMENT_TIMEOUT": int(env("FRAGMENT_TIMEOUT", "86400")),
         "TASKS_PER_PAGE": int(env("TASKS_PER_PAGE", "50")),
+        # Logs every SQL statement and every page built: tests count them; never in production.
+        "LOG_QUERIES": env("LOG_QUERIES", "0") == "1",
         "SESSION_KEY_PREFIX": prefix + "session:",
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=int(env("SESSION_HOURS", "12"))),
         # Saving only when the session changes spares a memcached write on every page view.

@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+import typing
 
 log = logging.getLogger("task_list.cache")
 ADD = object()  # token from gets(): the key was absent, so store with add()
@@ -81,8 +82,17 @@ class Pool:
             self.idle.put((client, failed_at))
 
 
+class Waiting(typing.NamedTuple):
+    """An invalidation not landed yet: GENERATION counts the writes that changed it since."""
+    value: object
+    timeout: int
+    guard_until: float
+    generation: int
+
+
 class Memcache:
     FAILING = 3  # failed calls in a row after which memcached counts as down, for a second
+    RETRY_EVERY = 0.2  # seconds between rounds of retried invalidations
 
     def __init__(self, servers, username, password, behaviors, pool_size, secret):
         import pylibmc
@@ -96,10 +106,14 @@ class Memcache:
         self.pool = Pool(self.new_client, pool_size)
         self.servers = servers
         self.failures, self.failed_at = 0, 0.0
+        self.lock = threading.Lock()
+        self.waiting = {}  # key -> Waiting: invalidations not landed yet
+        self.retrier = None
 
     def down(self):
         """True for a second after FAILING calls in a row failed: the pages are then built as if
-        caching were off, without a call that would fail. Invalidations are always attempted."""
+        caching were off, without a call that would fail. Invalidations are always attempted
+        (or wait for their retry, see invalidate())."""
         recent = time.monotonic() - self.failed_at < Pool.RETRY_AFTER
         return self.failures >= self.FAILING and recent
 
@@ -153,15 +167,29 @@ class Memcache:
             return self._call("add", False, key, value, timeout)
         return self._call("cas", False, key, value, token, timeout)
 
-    def invalidate(self, writes, timeout=0):
-        """Set each key of WRITES to its value; True when every write landed.
+    def pending(self):
+        """True while an invalidation made here has not landed (see invalidate())."""
+        return bool(self.waiting)
 
-        Each write goes on its own: the keys may live on different servers, and one server down
-        must not stop the others. What fails is retried once on a new connection, because a
-        pooled client skips a server for a second after it failed, while other clients may
-        already use it again: a skipped invalidation would leave their copy stale.
+    def invalidate(self, writes, timeout):
+        """Set each key of WRITES to its value; True when every write landed now.
+
+        A value may be a function, called again for every try: the memoized query's version gets
+        a value never written before each time, because a try that timed out may still land late.
+        Each write goes on its own (the keys may live on different servers), and what fails is
+        tried once more on a new connection: a pooled client skips a server for a second after it
+        failed, while other clients may already use it again. What still fails waits in
+        self.waiting and a thread retries it until it lands, or until TIMEOUT (the TTL of what it
+        guards) has passed since the last write. A key already waiting is not tried here: its
+        retry lands after this call, and one write of it covers every change before it.
         """
-        failed = self._write(self.pool.reserve, list(writes.items()), timeout)
+        guard_until = time.monotonic() + timeout + 1  # memcached rounds expiry to whole seconds
+        with self.lock:
+            for key in writes.keys() & self.waiting.keys():
+                self.waiting[key] = Waiting(writes[key], timeout, guard_until,
+                                            self.waiting[key].generation + 1)
+            now = [(k, v) for k, v in writes.items() if k not in self.waiting]
+        failed = self._write(self.pool.reserve, now, timeout) if now else []
         if failed:
             # On a thread of its own: a SASL login begun deep in a request can fail at random
             # with the libmemcached in pylibmc 1.6.3 (WORKSHOP.md, Troubleshooting).
@@ -171,7 +199,48 @@ class Memcache:
             retry.start()
             retry.join()
             failed = outcome["failed"]
-        return not failed
+        if failed:
+            self._keep(failed, timeout, guard_until)
+        return not failed and len(now) == len(writes)
+
+    def _keep(self, failed, timeout, guard_until):
+        with self.lock:
+            for key, value in failed:
+                earlier = self.waiting.get(key)
+                generation = earlier.generation + 1 if earlier else 0
+                self.waiting[key] = Waiting(value, timeout, guard_until, generation)
+            if self.retrier is None:
+                self.retrier = threading.Thread(target=self._retry, daemon=True)
+                self.retrier.start()
+
+    def _retry(self):
+        """Write what waits until it lands; a key changed meanwhile is written once more."""
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                for key in [k for k, w in self.waiting.items() if w.guard_until < now]:
+                    del self.waiting[key]
+                    log.warning("memcached invalidation given up: what it guarded has expired")
+                batch = dict(self.waiting)
+                if not batch:
+                    self.retrier = None
+                    return
+            failed = set(batch)
+            try:
+                for timeout in {w.timeout for w in batch.values()}:
+                    writes = [(k, w.value) for k, w in batch.items() if w.timeout == timeout]
+                    outcome = {"failed": writes}
+                    self._write_on_new_client(writes, timeout, outcome)
+                    failed -= {k for k, _ in writes} - {k for k, _ in outcome["failed"]}
+            except Exception:  # a bug must not stop the retries: the instance would bypass for good
+                log.exception("memcached invalidation retry failed")
+            with self.lock:
+                for key, sent in batch.items():
+                    waiting = self.waiting.get(key)
+                    if key not in failed and waiting and waiting.generation == sent.generation:
+                        del self.waiting[key]
+            if failed:
+                time.sleep(self.RETRY_EVERY)
 
     def _write_on_new_client(self, writes, timeout, outcome):
         client = self.new_client()
@@ -186,7 +255,7 @@ class Memcache:
         for key, value in writes:
             try:
                 with borrow() as client:
-                    client.set(key, value, timeout)
+                    client.set(key, value() if callable(value) else value, timeout)
             except self.errors as exc:
                 log.warning("memcached invalidation failed: %s", exc)
                 failed.append((key, value))
@@ -260,8 +329,11 @@ class LocalStore:
     def down(self):
         return False
 
-    def invalidate(self, writes, timeout=0):
-        self.set_multi(writes, timeout)
+    def pending(self):
+        return False
+
+    def invalidate(self, writes, timeout):
+        self.set_multi({k: v() if callable(v) else v for k, v in writes.items()}, timeout)
         return True
 
     def stats(self):

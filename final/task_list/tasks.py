@@ -13,6 +13,7 @@ from task_list.models import MAX_NAME_LENGTH, Task
 
 bp = Blueprint("tasks", __name__)
 log = logging.getLogger("task_list")
+builds = logging.getLogger("task_list.builds")  # on in the log only with LOG_QUERIES=1
 REMEMBERED = 20  # how many of a visitor's own tasks /me lists
 MAX_PAGE = 10_000_000  # far beyond any list; keeps the OFFSET a number MariaDB accepts
 
@@ -47,6 +48,7 @@ def build_page(page, flashes=()):
         abort(404)
     html = render_template("tasks/index.html", rows=caching.render_rows(data["tasks"]), page=page,
                            has_next=data["has_next"], flashes=flashes)
+    builds.debug("page %d built", page)
     return html.encode(), data["read_at"]
 
 
