@@ -13,6 +13,7 @@ import requests
 
 from runtime import processes
 from runtime.harness import run_app
+from runtime.visitor import Visitor
 from conftest import FINAL, unique
 from test_final import app  # noqa: F401 (fixture)
 from test_final_attacks import FLAG, flags_of, plant
@@ -188,3 +189,34 @@ def test_health_tells_an_anonymous_caller_no_host_and_no_release(planted):
     # A row's key is <prefix>:<database tag>:<release>:row/...
     release = next(k for k in planted.memcached.keys() if ":row/" in k).split(":")[2]
     assert "release" not in body and release not in response.text
+
+
+# --- several servers --------------------------------------------------------------------------
+
+def test_reads_find_what_pylibmc_wrote_across_three_servers():
+    """Reads go to the server libmemcached's ketama put each key on: a second load of the pages
+    is all hits (the front page, a page's data, its version, its rows, the session)."""
+    from runtime import memcached
+    from runtime.services import Memcached
+
+    others = [Memcached().start(), Memcached().start()]
+    try:
+        with run_app(FINAL, database="mariadb", cache="plain") as app:
+            addresses = [app.memcached.address] + [m.address for m in others]
+            spread = app.spawn({"MEMCACHIER_SERVERS": ",".join(addresses), "TASKS_PER_PAGE": "10"})
+            visitor = Visitor(spread.url)
+            for i in range(20):
+                visitor.add_task(unique(f"spread {i}"), follow=False)
+            for path in ("/", "/?page=2", "/me"):
+                visitor.get(path)
+            before = [memcached.counters(a) for a in addresses]
+            for path in ("/", "/?page=2", "/me"):
+                assert visitor.get(path).status_code == 200
+            after = [memcached.counters(a) for a in addresses]
+            hits = [a["get_hits"] - b["get_hits"] for a, b in zip(after, before)]
+            misses = sum(a["get_misses"] - b["get_misses"] for a, b in zip(after, before))
+            assert misses == 0 and sum(hits) >= 14, hits  # page, its data, version, 10 rows, session
+            assert all(memcached.keys(m.port) for m in others)  # every server holds keys
+    finally:
+        for server in others:
+            server.stop()
