@@ -2,11 +2,9 @@
 any size up to memcached's 1 MB item limit, zlib bombs included) costs a bounded share of a
 worker, measured from /proc; task names that would hide or reorder text are refused; /health
 tells an anonymous caller no host and no release."""
-import contextlib
 import itertools
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -42,23 +40,6 @@ def worker(app):
     """The pid of the app's one gunicorn worker."""
     (pid,) = processes.children(app.servers[0].proc.pid)
     return pid
-
-
-def peak_rss_mb(pid):
-    """The worker's peak resident memory (VmHWM), in MB."""
-    with open(f"/proc/{pid}/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
-def cpu_s(pid):
-    """The worker's CPU time over all its threads, in seconds (schedstat counts nanoseconds):
-    unlike wall time, it holds on a busy machine."""
-    total = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError):  # a thread that just ended
-            total += int(stat.read_text().split()[0])
-    return total / 1e9
 
 
 @pytest.fixture(scope="module")
@@ -113,17 +94,17 @@ def test_a_value_of_any_size_and_flag_costs_one_reader_little(planted, size):
     worker's CPU, and raises its peak RSS by at most 16 MB."""
     pid = worker(planted)
     read_everything(planted, planted.reader, planted.names)
-    before = peak_rss_mb(pid)
+    before = processes.peak_rss_mb(pid)
     bomb = zlib_bomb(size)
     for flags in (8, 1 | 8, 8 | FLAG, 1, 0, FLAG, 0xFFFF, 0xFFFFFFFF):
         plant_all(planted, flags, bomb)
-        started = cpu_s(pid)
+        started = processes.cpu_seconds(pid)
         page = read_everything(planted, planted.reader, planted.names)
-        spent = cpu_s(pid) - started
+        spent = processes.cpu_seconds(pid) - started
         # Two requests (the page, /me), each reading and refusing every key it touches.
         assert spent <= 2 * CPU_PER_READ_S, f"flags {flags}, {size:,} bytes: {spent * 1000:.0f} ms"
         assert "ETag" in page.headers
-    grown = peak_rss_mb(pid) - before
+    grown = processes.peak_rss_mb(pid) - before
     assert grown <= HWM_ONE_READER_MB, f"{size:,} bytes: peak RSS grew {grown:.1f} MB"
 
 
@@ -142,11 +123,11 @@ def test_fifteen_concurrent_readers_of_zlib_bombs_stay_bounded(planted):
 
     planted.memcached.flush()
     assert set(all_at_once()) == {200}  # the worker's own peak, 15 threads rebuilding at once
-    before = peak_rss_mb(pid)
+    before = processes.peak_rss_mb(pid)
     for flags in (8, 1 | 8):
         plant_all(planted, flags, zlib_bomb(1_000_000))
         assert set(all_at_once()) == {200}
-    grown = peak_rss_mb(pid) - before
+    grown = processes.peak_rss_mb(pid) - before
     assert grown <= HWM_CONCURRENT_MB, f"peak RSS grew {grown:.1f} MB"
     assert "Traceback" not in planted.log_text()
 
