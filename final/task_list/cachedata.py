@@ -50,7 +50,8 @@ class Client(pylibmc.Client):
         super().__init__(servers, username=username, password=password, **kwargs)
         self.key = mac_key(secret)
         self.connections = [reads.Connection(address, username, password, TIMEOUT, FLAG)
-                        for address in servers]
+                            for address in servers]
+        self.several = len(self.connections) > 1
         self.refused = False
         # The last value this client accepted, raw and opened: a warm page is the same bytes on
         # every read, and equal bytes need no second MAC check. One per client, so per thread.
@@ -91,7 +92,7 @@ class Client(pylibmc.Client):
 
     def connection(self, key):
         # pylibmc's hash() is the index of the server libmemcached writes KEY to (ketama).
-        return self.connections[self.hash(key) if len(self.connections) > 1 else 0]
+        return self.connections[self.hash(key)] if self.several else self.connections[0]
 
     def read(self, conn, call, *args):
         try:
@@ -100,16 +101,14 @@ class Client(pylibmc.Client):
             raise pylibmc.ConnectionError(f"memcached at {conn.address}: {exc}") from None
 
     def get(self, key, default=None):
-        value, _ = self.gets(key)
+        value = self.gets(key)[0]
         return default if value is None else value
 
     def gets(self, key):
         """(data, CAS token); the token is None for a missing key and REFUSED for a refused one."""
         self.refused = False
         raw = key.encode()
-        if len(raw) > reads.MAX_KEY:
-            return None, None
-        found = self.read(self.connection(key), "get", raw)
+        found = self.read(self.connection(key), "get", raw) if len(raw) <= reads.MAX_KEY else None
         if found is None:
             return None, None
         value = self.open_value(key, found[1])

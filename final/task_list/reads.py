@@ -13,7 +13,7 @@ import struct
 HEADER = struct.Struct(">BBHBBHIIQ")
 REQUEST, RESPONSE = 0x80, 0x81
 GET, NOOP, GETKQ, SASL_AUTH = 0x00, 0x0A, 0x0D, 0x21
-OK = 0x00
+OK, NOT_FOUND = 0x00, 0x01
 MAX_KEY = 250  # memcached's limit on a key, in bytes
 MAX_VALUE = 1 << 20  # memcached's item limit: nothing the app stores comes near it
 CHUNK = 1 << 16
@@ -34,6 +34,7 @@ class Connection:
     def __init__(self, address, username, password, timeout, flag):
         self.address, self.username, self.password = address, username, password
         self.timeout, self.flag = timeout, flag
+        self.flag_bytes = flag.to_bytes(4, "big")
         self.sock = None
         self.pending, self.pos = b"", 0  # bytes received and not yet parsed
         self.scratch = bytearray(CHUNK)  # where skipped bodies go
@@ -63,8 +64,29 @@ class Connection:
 
     def get(self, key):
         """(flags, value, cas) of KEY, None when absent; value is None when it was skipped."""
-        status, _, *found = self.exchange([request(GET, key)], GET)[0]
-        return tuple(found) if status == OK else None
+        if not self.sock or self.pos < len(self.pending):
+            return self.answer(self.exchange([request(GET, key)], GET)[0])
+        try:
+            self.sock.sendall(HEADER.pack(REQUEST, GET, len(key), 0, 0, 0, len(key), 0, 0) + key)
+            data = self.sock.recv(CHUNK)
+        except OSError as exc:
+            self.close()
+            raise ReadError(str(exc) or type(exc).__name__) from None
+        # The usual answer, whole in one read: a value of ours, or not found.
+        if len(data) >= 24:
+            magic, _, keylen, extlen, _, status, size, _, cas = HEADER.unpack_from(data)
+            if magic == RESPONSE and not keylen and len(data) == 24 + size:
+                if status == OK and extlen == 4 and data[24:28] == self.flag_bytes:
+                    return self.flag, data[28:], cas
+                if status == NOT_FOUND:
+                    return None
+        self.pending, self.pos = data, 0  # anything else: parsed by the general path
+        return self.answer(self.exchange([], GET)[0])
+
+    @staticmethod
+    def answer(found):
+        status, _, *rest = found
+        return tuple(rest) if status == OK else None
 
     def get_multi(self, keys):
         """{key: (flags, value, cas)} of the KEYS found, in one round trip (quiet gets + noop)."""
@@ -77,7 +99,8 @@ class Connection:
         that is not memcached's closes the connection: its state is unknown."""
         try:
             sock = self.sock or self.open()
-            sock.sendall(b"".join(requests))
+            if requests:
+                sock.sendall(b"".join(requests))
             answers = []
             while True:
                 opcode, *answer = self.response()
