@@ -1,13 +1,15 @@
 """`make bench`: how fast final/ is, next to the fastest a Flask app can be on this machine.
 
-    python -m instruments.bench [--sizes 100,10000,100000] [--duration 5] [--rounds 3]
+    python -m instruments.bench [--sizes 100,10000,100000] [--duration 5] [--rounds 5]
 
 Everything runs through runtime.harness with Elastic Beanstalk's server (gunicorn, 1 worker, 15
 threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package):
 
 - the ceiling: a Flask app that answers with final/'s own page, byte for byte, and does nothing else;
 - the limit: a Flask app with final/'s extensions that answers with one pooled pylibmc get of
-  final/'s own page from the same memcached, the least a cached page can cost;
+  final/'s own page from the same memcached, the least a cached page can cost on Flask;
+- their bare WSGI twins, with no framework: static bytes, and one pooled get of the same page
+  (the reference final/'s warm page is held to);
 - final/ with caching off, with the query cache only, and with every layer (the default), the
   last for a first-time visitor (no cookies) and for a returning one (the cookies a browser holds
   after adding a task through the form, sent with every request);
@@ -16,7 +18,8 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
 - steps/09-sessions, the tutorial's design, at 100 tasks only (its unpaginated page outgrows
   memcached's 1 MB at a few thousand), next to a ceiling serving its own page.
 
-Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
+Every measurement also takes the gunicorn worker's CPU time per request (from /proc), steadier
+than throughput on a shared machine. Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
 same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
 It is a command, not a test: tests/test_bench.py runs a small version and checks only its output.
 """
@@ -34,10 +37,12 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from instruments.benchapps import CEILING_APP, LIMIT_APP, flask_dir, memcached_env
-from instruments.benchreport import (CEILING, LIMIT, RETURNING, SHOWN, STOPPED, TUTORIAL,
-                                     TUTORIAL_CEILING, median_of, plot, table, targets)
-from runtime import harness
+from instruments.benchapps import (BARE_GET_APP, BARE_STATIC_APP, CEILING_APP, LIMIT_APP,
+                                   flask_dir, memcached_env)
+from instruments.benchreport import (BARE_GET, BARE_STATIC, CEILING, LIMIT, RETURNING, SHOWN,
+                                     STOPPED, TUTORIAL, TUTORIAL_CEILING, median_of, plot, table,
+                                     targets)
+from runtime import harness, processes
 from runtime.services import ServiceError
 
 ROOT = harness.services.ROOT
@@ -99,11 +104,16 @@ class Wrk:
         }
 
 
-def measure(wrk, url, duration, headers=()):
-    """Warm up, then measure for DURATION seconds. Two seconds at least: after memcached restarts,
-    each pooled client fails once and is replaced a second later."""
-    wrk.run(url + "/", max(2, duration // 5), headers)
-    return wrk.run(url + "/", duration, headers)
+def measure(wrk, server, duration, headers=()):
+    """Warm up, then measure SERVER (a harness Server) for DURATION seconds, with its worker's CPU
+    time per request. Two seconds of warm-up at least: after memcached restarts, each pooled
+    client fails once and is replaced a second later."""
+    wrk.run(server.url + "/", max(2, duration // 5), headers)
+    (worker,) = processes.children(server.proc.pid)  # gunicorn's one worker
+    started = processes.cpu_seconds(worker)
+    result = wrk.run(server.url + "/", duration, headers)
+    result["cpu_us"] = (processes.cpu_seconds(worker) - started) / max(1, result["requests"]) * 1e6
+    return result
 
 
 def timed_get(conn, path="/"):
@@ -196,7 +206,7 @@ def run(options, workdir):
     wrk = Wrk(options.threads, options.connections, workdir)
     results, first_reads = [], []
     tutorial_size = min(TUTORIAL_SIZE, options.sizes[0])
-    per_round = len(CONFIGS) + 4
+    per_round = len(CONFIGS) + 6
     steps = len(options.sizes) * (2 + options.rounds * per_round) + 1 + 2 * options.rounds
     step = 0
 
@@ -217,10 +227,17 @@ def run(options, workdir):
             try:
                 ceiling_dir = flask_dir(workdir, f"ceiling-{size}", CEILING_APP, page)
                 limit_dir = flask_dir(workdir, f"limit-{size}", LIMIT_APP, page)
+                static_dir = flask_dir(workdir, f"bare-static-{size}", BARE_STATIC_APP, page)
+                get_dir = flask_dir(workdir, f"bare-get-{size}", BARE_GET_APP, page)
+                on_memcached = memcached_env(app.memcached)
                 with harness.run_app(ceiling_dir, cache=None) as ceiling, \
-                        harness.run_app(limit_dir, cache=None, env=memcached_env(app.memcached)) as limit:
+                        harness.run_app(limit_dir, cache=None, env=on_memcached) as limit, \
+                        harness.run_app(static_dir, cache=None) as bare_static, \
+                        harness.run_app(get_dir, cache=None, env=on_memcached) as bare_get:
+                    references = {CEILING: ceiling.servers[0], LIMIT: limit.servers[0],
+                                  BARE_STATIC: bare_static.servers[0], BARE_GET: bare_get.servers[0]}
                     for n in range(options.rounds):
-                        rounds.append(one_round(app, ceiling, limit, servers, cookie, wrk,
+                        rounds.append(one_round(app, references, servers, cookie, wrk,
                                                 options.duration,
                                                 lambda label: progress(size, f"round {n + 1}/"
                                                                        f"{options.rounds}: {label}")))
@@ -256,35 +273,37 @@ def tutorial_rows(size, options, wrk, workdir, progress):
         with harness.run_app(ceiling_dir, cache=None) as ceiling:
             for n in range(options.rounds):
                 row = {}
-                for label, url in ((TUTORIAL_CEILING, ceiling.url), (TUTORIAL, app.url)):
+                for label, server in ((TUTORIAL_CEILING, ceiling.servers[0]),
+                                      (TUTORIAL, app.servers[0])):
                     progress(size, f"steps/09 round {n + 1}/{options.rounds}: {label}")
-                    row[label] = measure(wrk, url, options.duration)
+                    row[label] = measure(wrk, server, options.duration)
                     say(f"      {row[label]['rps']:,.0f} requests/s")
                 rounds.append(row)
     return [row_of(size, label, len(page), rounds, TUTORIAL_CEILING)
             for label in (TUTORIAL_CEILING, TUTORIAL)]
 
 
-def one_round(app, ceiling, limit, servers, cookie, wrk, duration, progress):
-    """The ceiling, the limit, each configuration (full caching for both visitors), then full
-    caching with memcached stopped: right after caching off, the figure it is compared with."""
+def one_round(app, references, servers, cookie, wrk, duration, progress):
+    """The references (the ceiling, the limit, the bare pair), each configuration (full caching
+    for both visitors), then full caching with memcached stopped: right after caching off, the
+    figure it is compared with."""
     row = {}
 
-    def take(label, url, headers=()):
+    def take(label, server, headers=()):
         progress(label)
-        row[label] = measure(wrk, url, duration, headers)
-        say(f"      {row[label]['rps']:,.0f} requests/s")
+        row[label] = measure(wrk, server, duration, headers)
+        say(f"      {row[label]['rps']:,.0f} requests/s, {row[label]['cpu_us']:.0f} us CPU each")
 
-    take(CEILING, ceiling.url)
-    take(LIMIT, limit.url)
+    for label, server in references.items():
+        take(label, server)
     for label, _ in CONFIGS:
         app.memcached.flush()
-        take(label, servers[label].url)
+        take(label, servers[label])
         if label == "full caching":
-            take(RETURNING, servers[label].url, [cookie])
+            take(RETURNING, servers[label], [cookie])
     app.memcached.stop()
     try:
-        take(STOPPED, servers["full caching"].url)
+        take(STOPPED, servers["full caching"])
     finally:
         app.memcached.start()
     for label in ("full caching", "query cache only"):
@@ -340,9 +359,9 @@ def parse(argv):
                         help="list sizes to measure, comma-separated (default 100,10000,100000)")
     parser.add_argument("--duration", type=positive, default=5,
                         help="seconds of load per measurement (default 5)")
-    parser.add_argument("--rounds", type=positive, default=3,
+    parser.add_argument("--rounds", type=positive, default=5,
                         help="times each measurement is taken, in turn; the median is shown "
-                             "(default 3)")
+                             "(default 5)")
     parser.add_argument("--connections", type=positive, default=8, help="wrk connections (default 8)")
     parser.add_argument("--threads", type=positive, default=1, help="wrk threads (default 1)")
     parser.add_argument("--writes", type=positive, default=15,

@@ -6,7 +6,8 @@ import sys
 from conftest import ROOT
 
 SIZES = (20, 60)
-CONFIGS = ("ceiling", "limit: one pooled get", "caching off", "query cache only", "full caching",
+CONFIGS = ("ceiling", "limit: one pooled get", "bare WSGI: static bytes",
+           "bare WSGI: one pooled get", "caching off", "query cache only", "full caching",
            "full caching, returning", "memcached stopped")
 TUTORIAL = ("ceiling, its page", "steps/09 (tutorial)")  # at the smallest size only
 
@@ -22,18 +23,19 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
                    "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
-    assert "[1/21] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
+    assert "[1/25] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
     report = json.loads((tmp_path / "bench.json").read_text())
     measured = {(r["size"], r["config"]) for r in report["results"]}
     assert measured == ({(size, config) for size in SIZES for config in CONFIGS}
                         | {(SIZES[0], config) for config in TUTORIAL})
     assert all(r["page_bytes"] > 0 for r in report["results"])
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["results"])
+    assert all(r["cpu_us"] > 0 for r in report["results"])  # the worker's CPU per request
     assert [f["size"] for f in report["first_read_after_write"]] == list(SIZES)
     # Every target is printed with its measured figure, met or not.
     for target in report["targets"]:
         assert target["target"] in result.stdout and target["measured"] in result.stdout
-    assert len(report["targets"]) == 3 * len(SIZES) + 3
+    assert len(report["targets"]) == 5 * len(SIZES) + 3
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -1,11 +1,13 @@
 """The one memcached client the app uses: data only, signed with SECRET_KEY, bound to its key.
 
 Anyone who can write to the cache (a leaked password, a neighbour app) but does not know
-SECRET_KEY must not make the app run code, serve content of their choosing or fail. So every
-value is msgpack (never pickle) under a flag of our own, with a MAC over the key, the expiry and
-the data. A value without our flag, with a bad MAC, written for another key, past its expiry or
-undecodable is refused: deserialize() raises pylibmc.CacheMiss, which pylibmc's get, gets and
-get_multi turn into a miss, and the caller rebuilds the value and overwrites it.
+SECRET_KEY must not make the app run code, serve content of their choosing, fail, or run out of
+memory or time. So every value is msgpack (never pickle) under a flag of our own, with a MAC over
+the key, the expiry and the data. Reads never go through pylibmc, which inflates zlib-flagged
+values without limit before anything can refuse them: reads.py checks each value's flags and
+length before reading it. A value without our flag, too large, with a bad MAC, written for
+another key, past its expiry or undecodable is refused: a miss, which the caller rebuilds and
+overwrites. pylibmc keeps the writes.
 """
 import hashlib
 import hmac
@@ -15,13 +17,16 @@ import time
 import msgspec
 import pylibmc
 
-from task_list.store import REFUSED
+from task_list import reads
 
 log = logging.getLogger("task_list.cache")
+ADD = object()  # token from gets(): the key was absent, so store with add()
+REFUSED = object()  # token from gets(): the value was refused, so it must be overwritten first
 # pylibmc's own flags use bits 0-5 (pickle 1, int 2, long 4, zlib 8, bool 16, text 32).
 FLAG = 1 << 12
 MAC_SIZE = 16
 THIRTY_DAYS = 30 * 24 * 3600  # memcached reads a larger expiry as a Unix time
+TIMEOUT = 0.5  # seconds, as the writes' (settings.MEMCACHED_BEHAVIORS)
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder().decode
 
@@ -37,24 +42,16 @@ def expires_at(timeout):
     return timeout if timeout > THIRTY_DAYS else int(time.time()) + timeout
 
 
-def refuse(reason):
-    # A constant message per reason: the once-per-interval filter keys on the message.
-    log.warning(reason)
-    raise pylibmc.CacheMiss
-
-
-def is_value_error(exc):
-    """True for the error pylibmc raises on one bad value (a zlib flag on bytes that do not
-    inflate), as opposed to a server or connection failure (pylibmc.Error's subclasses)."""
-    return type(exc) is pylibmc.Error and "decompress" in str(exc)
-
-
 class Client(pylibmc.Client):
-    """pylibmc's client, storing (key, expiry, data) signed, and refusing anything else."""
+    """pylibmc's client for writes, storing (key, expiry, data) signed; reads through reads.py,
+    refusing anything else."""
 
-    def __init__(self, servers, *, secret, **kwargs):
-        super().__init__(servers, **kwargs)
+    def __init__(self, servers, *, secret, username=None, password=None, **kwargs):
+        super().__init__(servers, username=username, password=password, **kwargs)
         self.key = mac_key(secret)
+        self.connections = [reads.Connection(address, username, password, TIMEOUT, FLAG)
+                            for address in servers]
+        self.several = len(self.connections) > 1
         self.refused = False
         # The last value this client accepted, raw and opened: a warm page is the same bytes on
         # every read, and equal bytes need no second MAC check. One per client, so per thread.
@@ -64,72 +61,78 @@ class Client(pylibmc.Client):
         body = encode(item)
         return hashlib.blake2b(body, key=self.key, digest_size=MAC_SIZE).digest() + body, FLAG
 
-    def deserialize(self, raw, flags):
-        if raw is not None and raw == self.last[0] and flags == FLAG:
-            return self.last[1]
-        if flags != FLAG:
-            self.refused = True
-            refuse("memcached value refused: not written by this app (wrong flag)")
-        if not raw:  # pylibmc hands over None for an empty value
-            self.refused = True
-            refuse("memcached value refused: empty")
-        mac, body = raw[:MAC_SIZE], raw[MAC_SIZE:]
-        expected = hashlib.blake2b(body, key=self.key, digest_size=MAC_SIZE).digest()
-        if not hmac.compare_digest(expected, mac):
-            self.refused = True
-            refuse("memcached value refused: bad MAC")
-        try:
-            key, expires, data = decode(body)
-        except (msgspec.DecodeError, TypeError, ValueError):
-            self.refused = True
-            refuse("memcached value refused: undecodable")
-        self.last = (raw, (key, expires, data))
-        return key, expires, data
+    def refuse(self, reason):
+        # A constant message per reason: the once-per-interval filter keys on the message.
+        self.refused = True
+        log.warning(reason)
 
-    def _open(self, key, item):
-        """The data of ITEM read under KEY, or None when it belongs elsewhere or has expired."""
-        if item is None:
-            return None
+    def open_value(self, key, raw):
+        """The data stored under KEY as RAW (None: skipped by reads.py), or None when refused."""
+        if raw is not None and raw == self.last[0]:
+            item = self.last[1]
+        elif raw is None:
+            return self.refuse("memcached value refused: not written by this app (wrong flag, "
+                               "or over the item limit)")
+        elif not raw:
+            return self.refuse("memcached value refused: empty")
+        else:
+            mac, body = raw[:MAC_SIZE], raw[MAC_SIZE:]
+            expected = hashlib.blake2b(body, key=self.key, digest_size=MAC_SIZE).digest()
+            if not hmac.compare_digest(expected, mac):
+                return self.refuse("memcached value refused: bad MAC")
+            try:
+                item = decode(body)
+                _, _, _ = item
+            except (msgspec.DecodeError, TypeError, ValueError):
+                return self.refuse("memcached value refused: undecodable")
+            self.last = (raw, item)
         if item[0] != key or (item[1] and item[1] < time.time()):
-            self.refused = True
-            log.warning("memcached value refused: from another key, or past its expiry")
-            return None
+            return self.refuse("memcached value refused: from another key, or past its expiry")
         return item[2]
 
-    def _read(self, call, key, *args):
+    def connection(self, key):
+        # pylibmc's hash() is the index of the server libmemcached writes KEY to (ketama).
+        return self.connections[self.hash(key)] if self.several else self.connections[0]
+
+    def read(self, conn, call, *args):
         try:
-            return call(key, *args)
-        except pylibmc.Error as exc:
-            if not is_value_error(exc):
-                raise
-            self.refused = True
-            log.warning("memcached value refused: does not inflate")
-            return None
+            return getattr(conn, call)(*args)
+        except reads.ReadError as exc:
+            raise pylibmc.ConnectionError(f"memcached at {conn.address}: {exc}") from None
 
     def get(self, key, default=None):
-        value = self._open(key, self._read(super().get, key))
+        value = self.gets(key)[0]
         return default if value is None else value
 
     def gets(self, key):
         """(data, CAS token); the token is None for a missing key and REFUSED for a refused one."""
         self.refused = False
-        item = self._read(super().gets, key)
-        value, token = item if isinstance(item, tuple) and len(item) == 2 else (None, None)
-        value = self._open(key, value)
-        return value, (REFUSED if self.refused else token if value is not None else None)
+        raw = key.encode()
+        found = self.read(self.connection(key), "get", raw) if len(raw) <= reads.MAX_KEY else None
+        if found is None:
+            return None, None
+        value = self.open_value(key, found[1])
+        return value, (REFUSED if self.refused else found[2])
 
     def get_multi(self, keys, key_prefix=None):
         prefix = key_prefix or ""
-        try:
-            found = super().get_multi(keys, prefix)
-        except pylibmc.Error as exc:
-            if not is_value_error(exc):
-                raise
-            # One value stops the whole call: read the keys one by one, so only it is a miss.
-            one = super().get
-            found = {k: item for k in keys if (item := self._read(one, prefix + k))}
-        opened = {k: self._open(prefix + k, item) for k, item in found.items()}
+        full = {k: (prefix + k).encode() for k in keys}
+        groups = {}
+        for k, raw in full.items():
+            if len(raw) <= reads.MAX_KEY:
+                groups.setdefault(self.connection(prefix + k), []).append(k)
+        opened = {}
+        for conn, group in groups.items():
+            found = self.read(conn, "get_multi", [full[k] for k in group])
+            for k in group:
+                if full[k] in found:
+                    opened[k] = self.open_value(prefix + k, found[full[k]][1])
         return {k: v for k, v in opened.items() if v is not None}
+
+    def disconnect_all(self):
+        for conn in self.connections:
+            conn.close()
+        return super().disconnect_all()
 
     def set(self, key, value, time=0, min_compress_len=0, compress_level=-1):
         return super().set(key, (key, expires_at(time), value), time)

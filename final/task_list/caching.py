@@ -13,7 +13,7 @@ import time
 from flask import current_app, request
 
 from task_list.backends import Cache
-from task_list.store import REFUSED
+from task_list.cachedata import REFUSED
 
 log = logging.getLogger("task_list.cache")
 cache = Cache()

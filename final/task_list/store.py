@@ -12,9 +12,9 @@ import threading
 import time
 import typing
 
+from task_list.cachedata import ADD, REFUSED
+
 log = logging.getLogger("task_list.cache")
-ADD = object()  # token from gets(): the key was absent, so store with add()
-REFUSED = object()  # token from gets(): the value was refused (see cachedata.py)
 
 
 class OncePerInterval(logging.Filter):

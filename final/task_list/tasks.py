@@ -1,6 +1,7 @@
 """The task list: add, list (paginated) and delete, plus /me, which reads the session."""
 import logging
 import time
+import unicodedata
 
 from flask import (Blueprint, Response, abort, current_app, flash, get_flashed_messages, redirect,
                    render_template, request, session, url_for)
@@ -16,6 +17,10 @@ log = logging.getLogger("task_list")
 builds = logging.getLogger("task_list.builds")  # on in the log only with LOG_QUERIES=1
 REMEMBERED = 20  # how many of a visitor's own tasks /me lists
 MAX_PAGE = 10_000_000  # far beyond any list; keeps the OFFSET a number MariaDB accepts
+# Bidi controls reorder the text around them on the page (U+202E shows "txt.exe" as "exe.txt").
+# Joiners (U+200C, U+200D) are not among them: scripts and emoji need them.
+BIDI_CONTROLS = {chr(c) for c in [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                  *range(0x2066, 0x206A)]}
 
 
 def this_release(name):
@@ -73,13 +78,25 @@ def index():
     return Response(html, mimetype="text/html", headers=headers)
 
 
+def name_problem(name):
+    """Why NAME (already trimmed) cannot be stored, or None."""
+    if not name:
+        return "Task name is required."
+    if len(name) > MAX_NAME_LENGTH:
+        return f"That task name has {len(name)} characters; the limit is {MAX_NAME_LENGTH}."
+    for position, char in enumerate(name, 1):
+        if char in BIDI_CONTROLS or unicodedata.category(char) == "Cc":
+            return (f"Task names cannot hold control characters or text-direction controls "
+                    f"(U+{ord(char):04X} at position {position}).")
+    return None
+
+
 @bp.post("/")
 def add():
     name = request.form.get("name", "").strip()
-    if not name:
-        flash("Task name is required.", "error")
-    elif len(name) > MAX_NAME_LENGTH:
-        flash(f"That task name has {len(name)} characters; the limit is {MAX_NAME_LENGTH}.", "error")
+    problem = name_problem(name)
+    if problem:
+        flash(problem, "error")
     else:
         task = Task(name=name)
         db.session.add(task)
