@@ -140,7 +140,7 @@ def write_reports(graded, out, seconds, stages):
         suite = ET.SubElement(suites, "testsuite", name=row["learner"])
         properties = ET.SubElement(suite, "properties")
         for key in ("state", "highest", "at_fault", "points", "possible"):
-            ET.SubElement(properties, "property", name=key, value=str(row[key] or ""))
+            ET.SubElement(properties, "property", name=key, value="" if row[key] is None else str(row[key]))
         if not tests:  # missing, hung or failed before any result: one error says why
             case = ET.SubElement(suite, "testcase", classname=row["learner"], name="app", time="0")
             ET.SubElement(case, "error", message=f"{row['state']}: {one_line(row['detail'])}")
