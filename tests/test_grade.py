@@ -110,7 +110,7 @@ def test_reports_cut_details_in_tables_and_keep_them_whole_in_files(graded):
     result, rows, out = graded
     lines = table(list(rows.values())).splitlines()
     assert len(lines) == len(CLASS) + 1
-    assert max(map(len, lines)) <= len(max(CLASS, key=len)) + 30 + CELL
+    assert max(map(len, lines)) <= len(max(CLASS, key=len)) + 33 + CELL
     labels = {line.split()[0]: line.split()[3] for line in lines[1:]}
     assert labels == {"ada": "OK", "eve": "OK", "fay": "OK", "gus": "CRASHED", "hal": "OK", "bob": "CRASHED",
                       "cy": "HUNG", "dee": "MISSING", "notes.txt": "MISSING"}
