@@ -216,8 +216,8 @@ def stage_table(stages, tests):
 
 
 def points(tests):
-    return {"earned": sum(t["points"] for t in tests if counted(t) and not failed(t)
-                          and t["status"] in ("pass", "info")),
+    """What passes, out of what was judged (never the informational or the machine's)."""
+    return {"earned": sum(t["points"] for t in tests if counted(t) and t["status"] == "pass"),
             "possible": sum(t["points"] for t in tests if counted(t))}
 
 
