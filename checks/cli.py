@@ -17,7 +17,7 @@ from pathlib import Path
 
 from checks.manifest import ROOT, ManifestError, manifest_path, stage_of
 from checks.plugin import Results
-from checks.results import app_record, render, wrap  # noqa: F401 (wrap: the commands' one wrap)
+from checks.results import app_record, render
 
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"

@@ -4,9 +4,9 @@ What it prints is rendered from the results file it writes (`report`), so `make 
 file and `grade`'s row for the same results say the same thing (checks/results.py decides).
 """
 from checks.cli import (DEFAULT_APP, Parser, app_folder, app_lock, app_options, common_options,
-                        execute, make_command, output_file, record, shown_path, wrap, write_json)
+                        execute, make_command, output_file, record, shown_path, write_json)
 from checks.manifest import load_manifest, stage_of
-from checks.results import stage_table, summary
+from checks.results import stage_table, summary, wrap
 
 STALLED_EXIT = 3
 
