@@ -19,9 +19,9 @@ help:
 	@echo "make workspace   your own copy of step 01 in workspace/"
 	@echo "make watch [APP=dir]             check your app at every save, stage after stage"
 	@echo "make check STEP=NN [APP=dir]     does your app do what stage NN asks? (APP: workspace/)"
-	@echo "make progress [APP=dir]          every stage, DONE or PENDING"
+	@echo "make progress [APP=dir]          every stage, the highest reached and the stage at fault"
 	@echo "make dashboard [PORT=n]          memcached's counters at http://127.0.0.1:5050"
-	@echo "make grade DIRS=\"class/*\" [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
+	@echo "make grade DIRS=\"class/*\" [JOBS=n] [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
 	@echo "make doctor      diagnose Python, packages, services, the SASL plugin and ports"
 	@echo "README.md lists every command."
 
