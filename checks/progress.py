@@ -54,7 +54,8 @@ def report(stages, data, app_dir, quiet=False):
         if broken:
             lines.append(wrap("The app could not be checked: ", broken["observed"] or "", indent=2) + "\n")
         for row in data["stages"]:
-            failing = f"  failing: {', '.join(row['failing'])}" if row["failing"] else ""
+            failing = f"  failing: {', '.join(row['failing'])}" if row["failing"] else \
+                "  (passes alone: the stages on both sides do not)" if row["status"] == "PENDING" else ""
             lines.append(f"  {row['number']}  {row['title'][:52]:52}  {row['status']:10}{failing}".rstrip())
         lines.append("")
     place, total = data["placement"], data["points"]
@@ -62,8 +63,10 @@ def report(stages, data, app_dir, quiet=False):
             f"({total['earned']} of {total['possible']} points)")
     if place["at_fault"]:
         line += f"; at fault: stage {place['at_fault']}"
-        if place["consequences"]:
-            line += f" (which also fails {', '.join(place['consequences'])})"
+        also = place["consequences"]
+        if also:
+            line += f" (which also fails {', '.join(also[:3])}" + \
+                (f" and {len(also) - 3} more)" if len(also) > 3 else ")")
     if data["machine_stalled"]:
         line += (f". The machine stalled ({data['machine_stalled']}): the stages NOT JUDGED say "
                  "nothing about your code; check again")

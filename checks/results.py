@@ -324,7 +324,7 @@ def render(test, stage, marks):
             lines.append(wrap("cause: ", first))
             lines += [" " * 13 + line.removeprefix("  ") for line in rest]
         if test.get("layer") and test["layer"] != test["step"]:
-            lines.append(wrap("layer: ", f"served by stage {test['layer']}'s layer"))
+            lines.append(wrap("layer: ", f"stage {test['layer']}'s code produced this: fix it there"))
         lines.append(wrap("expected: ", e.text))
         lines.append(wrap("hint: ", f["hint"]))
         lines.append(wrap("reread: ", f"{stage.lesson_path}, section \"{f['reread']}\""))
