@@ -19,9 +19,9 @@ help:
 	@echo "make workspace   your own copy of step 01 in workspace/"
 	@echo "make watch [APP=dir]             check your app at every save, stage after stage"
 	@echo "make check STEP=NN [APP=dir]     does your app do what stage NN asks? (APP: workspace/)"
-	@echo "make progress [APP=dir]          every stage, DONE or PENDING"
+	@echo "make progress [APP=dir]          every stage, the highest reached and the stage at fault"
 	@echo "make dashboard [PORT=n]          memcached's counters at http://127.0.0.1:5050"
-	@echo "make grade DIRS=\"class/*\" [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
+	@echo "make grade DIRS=\"class/*\" [JOBS=n] [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
 	@echo "make doctor      diagnose Python, packages, services, the SASL plugin and ports"
 	@echo "README.md lists every command."
 
@@ -96,16 +96,17 @@ workspace:
 catch-up:
 	@python3 scripts/workspace.py catch-up "$(STEP)"
 
-# make grade DIRS="class/*" [JOBS=2] [OUT=build/grades] [FORMAT=markdown]: the instructor's batch.
-# make grade-bench: the checker's speed figures (all steps; 30 learner folders with 2 jobs).
+# make grade DIRS="class/*" [JOBS=N] [OUT=build/grades] [FORMAT=markdown]: the instructor's batch;
+# JOBS defaults to half the machine's cores (at least 1).
+# make grade-bench: the checker's speed figures (all steps; 30 learner folders).
 .PHONY: grade-bench
 grade: services
 	@test -n "$(DIRS)" || { echo 'grade: name the learner folders, e.g. make grade DIRS="class/*"' >&2; exit 2; }
-	@$(PY) -m checks grade $(DIRS) --jobs $(or $(JOBS),2) --out "$(or $(OUT),build/grades)" \
+	@$(PY) -m checks grade $(DIRS) $(if $(JOBS),--jobs $(JOBS)) --out "$(or $(OUT),build/grades)" \
 	  --format $(or $(FORMAT),table)
 
 grade-bench: services
-	@$(PY) -m checks grade --bench --jobs $(or $(JOBS),2)
+	@$(PY) -m checks grade --bench $(if $(JOBS),--jobs $(JOBS))
 
 # make notebooks [NB="01 06"]: run the notebooks; HTML copies and summaries go to build/notebooks/.
 # NOTEBOOK_MAX_TASKS=1000 make notebooks: a quicker notebook 6 (the default goes to 10,000 tasks).

@@ -9,22 +9,18 @@ checks run under pytest in this process, and the results printed and written the
     python -m checks watch [APP_DIR]                                                checks/watch.py
 """
 import argparse
+import contextlib
 import json
 import signal
 import sys
-import textwrap
 from pathlib import Path
 
 from checks.manifest import ROOT, ManifestError, manifest_path, stage_of
 from checks.plugin import Results
+from checks.results import app_record, render
 
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
-WIDTH = 100
-# The results file's layout; 4: each test's and the run's "app_state" (ok, hung or crashed) and
-# "cause", each failure's "reason" and the hint for it; a test's text and lesson section are the
-# manifest's (by "name"), and a passing test carries no text at all.
-RESULTS_VERSION = 4
 
 
 class UsageError(Exception):
@@ -143,58 +139,39 @@ def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=
     return results
 
 
-def summary_json(stages, results, step, extra=None):
-    """An Exercism-style results file: status, message, tests; plus step and points."""
-    tests = [r.as_dict() for r in results]
-    errors = [t for t in tests if t["status"] == "error"]
-    failed = [t for t in tests if t["status"] in ("fail", "error")]
-    status = "error" if errors else "fail" if failed else "pass"
-    state = next((s for s in ("hung", "crashed") if s in {t["app_state"] for t in tests}), "ok")
-    data = {
-        "version": RESULTS_VERSION,
-        "status": status,
-        "app_state": state,
-        "cause": next((t["cause"] for t in tests if t["app_state"] == state and t["cause"]), None),
-        "message": errors[0]["observed"] if errors else None,
-        "step": step,
-        "points": {"earned": sum(t["points_earned"] for t in tests),
-                   "possible": sum(t["points"] for t in tests if not t["informational"])},
-        "tests": tests,
-    }
-    data.update(extra or {})
-    return data
-
-
 def write_json(path, data):
     if path:  # compact: a class's results stay small (`python -m json.tool FILE` shows them laid out)
         path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n",
                         encoding="utf-8")
 
 
-def wrap(label, text, indent=6):
-    prefix = " " * indent + label
-    return textwrap.fill(text, WIDTH, initial_indent=prefix,
-                         subsequent_indent=" " * (indent + len(label)))
-
-
 def show(result, stages, out=sys.stdout):
-    mark = symbols()[result.status]
-    e = result.expectation
-    print(f"  {mark} {e.text}", file=out)
-    if result.status == "info" and result.observed:
-        print(wrap("observed: ", result.observed), file=out)
-    elif not result.passed:
-        stage = stage_of(stages, e.stage)
-        print(wrap("observed: ", result.observed or "the check failed"), file=out)
-        if result.cause:
-            lines = result.cause.splitlines()
-            print(wrap("cause: ", lines[0]), file=out)
-            for line in lines[1:]:
-                print(" " * 13 + line.removeprefix("  "), file=out)
-        print(wrap("expected: ", e.text), file=out)
-        print(wrap("hint: ", result.hint), file=out)
-        print(wrap("reread: ", f"{stage.lesson_path}, section \"{e.section}\""), file=out)
+    print(render(result.as_dict(), stage_of(stages, result.expectation.stage), symbols()), file=out)
     out.flush()
+
+
+@contextlib.contextmanager
+def app_lock(app_dir, json_file=None):
+    """Hold APP_DIR's checker lock for the block: one checker per app. A run whose results go to a
+    file of its own (--json: grade, CI, watch's own runs) neither takes it nor writes the app's file."""
+    if json_file:
+        yield
+        return
+    from runtime import checkruns
+
+    try:
+        with checkruns.exclusive(app_dir):
+            yield
+    except checkruns.Busy as exc:
+        raise UsageError(str(exc)) from None
+
+
+def record(stages, app_dir, command, tests, numbers=None):
+    """Merge TESTS (stages NUMBERS; every stage when None) into APP_DIR's file under build/results/."""
+    from runtime import checkruns
+
+    checkruns.write(app_dir, app_record(stages, shown_path(app_dir), command, tests,
+                                        checkruns.read(app_dir), numbers))
 
 
 def make_command(target, app_dir, step=None):

@@ -4,8 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checks.cli import Parser, symbols, wrap
+from checks.cli import Parser, symbols
 from checks.manifest import ROOT
+from checks.results import wrap
 from runtime import memcached, services
 
 

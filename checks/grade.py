@@ -1,6 +1,6 @@
 """python -m checks grade DIR...: the instructor's batch. `progress` runs once per learner folder,
 each in its own process group with a time limit; checks/placement.py reads each results file into
-one row (the stage reached, regressions, causes); the reports are a table or Markdown on the
+one row (the stage reached, the stage at fault, causes); the reports are a table or Markdown on the
 terminal, and CSV, JSON, Markdown and JUnit XML files. `grade --bench` measures the checker itself.
 """
 import json
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from checks.cli import Parser, UsageError, common_options, shown_path
 from checks.manifest import ROOT, load_manifest, manifest_path
-from checks.placement import FORMATS, learner_row, missing_row, write_reports
+from checks.placement import CELL, FORMATS, cut, learner_row, missing_row, notes, write_reports
 from runtime import processes
 
 DEFAULT_OUT = ROOT / "build" / "grades"
@@ -27,7 +27,8 @@ def main(args):
     parser = Parser(prog="python -m checks grade",
                     description="Grade a class: every learner folder, in parallel and in isolation.")
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="learner folders")
-    parser.add_argument("--jobs", type=int, default=2, help="learners graded at once (default 2)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(),
+                        help="learners graded at once (default: half the cores, at least 1)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="report folder (default build/grades)")
     parser.add_argument("--timeout", type=float, default=180.0, metavar="S",
                         help="time limit for one learner's app, in seconds (default 180)")
@@ -53,6 +54,11 @@ def main(args):
     print(f"\nReports (whole details): {shown_path(out.resolve())}grades.csv, grades.json, grades.md, "
           "grades.xml, learners/", file=sys.stderr)
     return 0
+
+
+def default_jobs():
+    """Half the machine's cores, at least 1: each learner's app and checker need a core between them."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def learners(dirs):
@@ -100,13 +106,9 @@ def grade_all(folders, options, out, stages, echo=True):
 
 def describe(row):
     """One line per learner as the batch goes: where they stand, and what to look at."""
-    if row["state"] != "ok":
-        where = f" at stage {row['highest']}" if row["highest"] else ""
-        return f"{row['state'].upper()}{where}: {(row['detail'].splitlines() or [''])[0]}"
-    if not row["highest"]:
-        return "no stage passes" + (f": {row['failing'][0]['expectation']}" if row["failing"] else "")
-    regressions = [r["expectation"] for r in row["regressions"]]
-    return f"stage {row['highest']}" + (f", regressions: {', '.join(regressions)}" if regressions else "")
+    state = "" if row["state"] == "ok" else row["state"].upper() + ", "
+    fault = f", at fault {row['at_fault']}" if row["at_fault"] else ""
+    return f"{state}stage {row['highest'] or '-'}{fault}: {cut(notes(row), CELL)}"
 
 
 def grade_one(name, path, options, out, running, stages):

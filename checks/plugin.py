@@ -2,22 +2,23 @@
 
 checks/stages.py holds one test per manifest expectation, named check_<stage>_<id>, and
 checks/subject.py the app they judge (loaded from here). This plugin gives those tests their app
-folder (--app), runs only the stages asked for (--stage), and collects each outcome with the
-manifest's text, hint and lesson section, so the commands, the JSON file and the instructor's
-report all say the same thing. Each failure carries its `cause` (what the app raised, and where
-in the learner's files: checks/causes.py), its `reason` (which of the manifest's hints is true
-for it) and `app_state`: "ok", or "hung" / "crashed" from the exception's `state`.
+folder (--app), runs only the stages asked for (--stage), and collects each outcome as a `Result`
+(checks/results.py), so the commands, the JSON file and the instructor's report all say the same
+thing. Each failure carries its `cause` (what the app raised, and where in the learner's files:
+checks/causes.py), its `reason` (which of the manifest's hints is true for it), its `layer` (the
+stage whose layer produced it, when the check says) and `app_state`: "ok", or "hung" / "crashed"
+from the exception's `state`.
 
     python -m pytest -p checks.plugin checks/stages.py -o python_functions='check_*' \
         --app workspace --stage 04 -x
 """
 import re
 import traceback
-from dataclasses import dataclass
 
 import pytest
 
-from checks.manifest import ROOT, Expectation, expectations_by_test, load_manifest
+from checks.manifest import ROOT, expectations_by_test, load_manifest
+from checks.results import Result
 
 pytest_plugins = ["checks.subject"]
 TEST_NAME = re.compile(r"^check_(\d\d)_(\w+)$")
@@ -74,53 +75,7 @@ def observe(request):
     return lambda text: request.node.user_properties.append(("observed", text))
 
 
-# ---- results -----------------------------------------------------------------------------------
-
-@dataclass
-class Result:
-    expectation: Expectation
-    status: str = "pass"  # pass, fail, error (the app could not be run), info (informational)
-    observed: str = ""
-    output: str = ""
-    duration: float = 0.0
-    app_state: str = "ok"  # "hung" or "crashed" when the check found the app so
-    cause: str = None  # what the app raised and where, when it went wrong (not a wrong answer)
-    reason: str = None  # which of the manifest's hints fits this failure
-
-    @property
-    def passed(self):
-        return self.status in ("pass", "info")
-
-    @property
-    def hint(self):
-        return self.expectation.hint_for(self.reason)
-
-    def as_dict(self):
-        e = self.expectation
-        data = {
-            "name": e.test_name,
-            "status": self.status,
-            "message": None if self.status == "pass" else self.message(),
-            "step": e.stage,
-            "id": e.id,
-            "points": e.points,
-            "points_earned": e.points if self.passed and not e.informational else 0,
-            "informational": e.informational,
-            "app_state": self.app_state,
-            "cause": self.cause,
-            "duration": round(self.duration, 3),
-        }
-        if not self.passed or self.observed:
-            data["observed"] = self.observed or None
-        if not self.passed:  # what a learner needs to act on; a pass needs none of it
-            data.update(output=self.output or None, reason=self.reason, hint=self.hint)
-        return data
-
-    def message(self):
-        if self.status == "info":
-            return f"observed: {self.observed}" if self.observed else None
-        return f"observed: {self.observed or 'the check failed'}"
-
+# ---- results (the Result itself: checks/results.py) --------------------------------------------
 
 class Results:
     """Collects one Result per expectation, in run order; `listener` sees each as it lands."""
@@ -141,7 +96,7 @@ class Results:
         for key, value in report.user_properties:
             if key == "observed":
                 result.observed = value
-            elif key in ("output", "app_state", "cause", "reason"):
+            elif key in ("output", "app_state", "cause", "reason", "layer"):
                 setattr(result, key, value)
         if report.failed and report.when in ("setup", "call") and result.status == "pass":
             result.status = "error" if report.when == "setup" else "fail"
@@ -215,6 +170,8 @@ def pytest_runtest_makereport(item, call):
             record(("cause", cause))
         if getattr(exc, "reason", None):
             record(("reason", exc.reason))
+        if getattr(exc, "layer", None):
+            record(("layer", exc.layer))
         output = getattr(exc, "output", None)
         if cause:
             pass  # the cause is the output that matters; the results file stays small

@@ -5,6 +5,9 @@ expectations are shown with their causes and hints, and its check runs again eac
 the app folder changes. When it passes, the next stage's check runs at once; after the last, a
 short summary. Each check runs as `python -m checks run` in a process group of its own, so Ctrl-C
 (or SIGTERM) stops it the way it stops `run`: the app's gunicorn and memcached go with it.
+Watch holds the app's checker lock for its whole life (its runs write to files of their own, so
+they do not take it), keeps the app's file under build/results/ up to date, and between runs
+checks again when the dashboard asks.
 """
 import json
 import subprocess
@@ -15,11 +18,13 @@ from pathlib import Path
 
 import watchfiles
 
-from checks.cli import (DEFAULT_APP, Parser, app_folder, common_options, make_command, shown_path,
-                        symbols, wrap)
+from checks.cli import (DEFAULT_APP, Parser, app_folder, app_lock, common_options, make_command,
+                        record, shown_path, symbols)
 from checks.manifest import ROOT, load_manifest, manifest_path
-from checks.placement import app_state_of, cause, failed, stage_passes
-from runtime import processes
+from checks.results import app_state_of, counted, failed, render, stage_passes, stage_status
+from runtime import checkruns, processes
+
+ASK_POLL_MS = 1000  # how often, between saves, watch looks for a check the dashboard asked for
 
 
 class AppFilter(watchfiles.DefaultFilter):
@@ -37,7 +42,7 @@ def main(args):
     options = parser.parse_args(args)
     stages = load_manifest(options.manifest)
     app_dir = app_folder(options.app_dir or DEFAULT_APP, options.app_dir is None)
-    with tempfile.TemporaryDirectory(prefix="checks-watch-") as tmp:
+    with app_lock(app_dir), tempfile.TemporaryDirectory(prefix="checks-watch-") as tmp:
         return Watch(stages, app_dir, options, Path(tmp)).run()
 
 
@@ -57,9 +62,13 @@ class Watch:
             print(f"  {symbols()['pass']} stages {self.stages[0].number} to "
                   f"{self.stages[self.stages.index(stage) - 1].number} pass", flush=True)
         self.show(stage, tests)
-        for changes in watchfiles.watch(self.app_dir, watch_filter=AppFilter()):
-            print(f"\n-- {changed(changes, self.app_dir)}: checking stage {stage.number} again --",
-                  flush=True)
+        for changes in watchfiles.watch(self.app_dir, watch_filter=AppFilter(),
+                                        rust_timeout=ASK_POLL_MS, yield_on_timeout=True):
+            wanted = checkruns.asked(self.app_dir)
+            if not changes and not wanted:
+                continue
+            why = changed(changes, self.app_dir) if changes else "a check was asked for"
+            print(f"\n-- {why}: checking stage {stage.number} again --", flush=True)
             while True:
                 tests = self.check("run", stage.number)
                 if tests is None or not stage_passes(stage, tests):
@@ -94,7 +103,9 @@ class Watch:
             print(f"  {symbols()['fail']} {(errors.strip().splitlines() or ['the checker failed'])[-1]}",
                   flush=True)
             return None
-        return json.loads(results.read_text())["tests"]
+        tests = json.loads(results.read_text())["tests"]
+        record(self.stages, self.app_dir, "watch", tests, [number] if number else None)
+        return tests
 
     def show(self, stage, tests):
         print(f"\nStage {stage.number}: {stage.title} (lesson: {stage.lesson_path})")
@@ -104,10 +115,12 @@ class Watch:
             if state:
                 print(f"  The app {state}.")
             for test in ran:
-                show_test(test, stage)
-            counted = [t for t in ran if not t["informational"]]
-            passing = sum(1 for t in counted if not failed(t))
-            print(f"  {passing} of {len(counted)} expectations pass.")
+                if test["status"] in ("fail", "error"):
+                    print(render(test, stage, symbols()))
+            judged = [t for t in ran if counted(t)]
+            print(f"  {sum(1 for t in judged if not failed(t))} of {len(judged)} expectations pass"
+                  + (" (the machine stalled: the rest were not judged)."
+                     if stage_status(stage, ran) == "NOT JUDGED" else "."))
         print(f"  Save a file in {shown_path(self.app_dir)} to check again "
               f"(or `{make_command('check', self.app_dir, stage.number)}`); Ctrl-C stops.", flush=True)
 
@@ -117,22 +130,6 @@ class Watch:
               f"{self.runs} checker runs in {minutes:.0f} min. final/README.md shows what production "
               f"adds; DEPLOY.md takes it live.", flush=True)
         return 0
-
-
-def show_test(test, stage):
-    """A failing TEST as `checks run` shows it; its text and lesson section are the manifest's."""
-    if not failed(test):
-        return
-    expectation = next(e for e in stage.expectations if e.id == test["id"])
-    print(f"  {symbols()[test['status']]} {expectation.text}")
-    print(wrap("observed: ", test["observed"] or "the check failed"))
-    if test.get("cause") and test["cause"].strip() != (test["observed"] or "").strip():
-        lines = cause(test).splitlines()
-        print(wrap("cause: ", lines[0]))
-        for line in lines[1:]:
-            print(" " * 13 + line)
-    print(wrap("hint: ", test["hint"]))
-    print(wrap("reread: ", f"{stage.lesson_path}, section \"{expectation.section}\""))
 
 
 def changed(changes, app_dir):

@@ -38,10 +38,15 @@ def start_watch(app, mark):
     return proc, lambda: "".join(lines)
 
 
-def test_watch_moves_on_stage_by_stage_to_the_summary(tmp_path, services_env):
+def watch_copy(tmp_path, number, mark=None):
+    """Watch a copy of step NUMBER: the copy, the process and its output so far."""
     app = tmp_path / "workspace"
-    shutil.copytree(FOLDERS["04"], app, ignore=IGNORE)
-    proc, text = start_watch(app, f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}")
+    shutil.copytree(FOLDERS[number], app, ignore=IGNORE)
+    return (app, *start_watch(app, mark or f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}"))
+
+
+def test_watch_moves_on_stage_by_stage_to_the_summary(tmp_path, services_env):
+    app, proc, text = watch_copy(tmp_path, "04")
     try:
         wait_for(lambda: "Save a file in" in text(), "stage 05 shown", timeout=240)
         assert "stages 01 to 04 pass" in text() and "Stage 05: " in text()
@@ -64,9 +69,8 @@ def test_watch_moves_on_stage_by_stage_to_the_summary(tmp_path, services_env):
 
 
 def test_ctrl_c_leaves_no_process_behind(tmp_path, services_env):
-    app, mark = tmp_path / "workspace", f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}"
-    shutil.copytree(FOLDERS["01"], app, ignore=IGNORE)
-    proc, text = start_watch(app, mark)
+    mark = f"WORKSHOP_TEST_MARK={secrets.token_hex(8)}"
+    _, proc, text = watch_copy(tmp_path, "01", mark)
     try:
         # Ctrl-C while a check runs: its gunicorn and memcached must go with it.
         wait_for(lambda: gunicorns(mark), "the app under check running", timeout=240)
@@ -78,3 +82,30 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path, services_env):
             proc.wait()
     wait_for(lambda: "checks watch: interrupted" in text(), "the interruption reported", timeout=30)
     wait_for(lambda: not processes_marked(mark), "every process of the run gone", timeout=30)
+
+
+def test_watch_holds_the_app_and_checks_again_when_asked(tmp_path, services_env):
+    """The dashboard's "check now": watch holds the app's lock, and runs a check when asked."""
+    from runtime import checkruns
+
+    app, proc, text = watch_copy(tmp_path, "01")
+    try:
+        wait_for(lambda: "Save a file in" in text(), "stage 02 shown", timeout=240)
+        assert checkruns.held(app)
+        first = checkruns.read(app)
+        assert (first["command"], first["focus"]["stage"], first["placement"]["highest"]) == \
+            ("watch", "02", "01"), first
+        checkruns.ask(app)
+        wait_for(lambda: text().count("Save a file in") == 2, "the asked check shown", timeout=240)
+        assert "a check was asked for: checking stage 02 again" in text(), text()
+        assert checkruns.read(app)["updated"] >= first["updated"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+        assert not checkruns.held(app)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for path in (checkruns.results_file(app), checkruns.results_file(app).with_suffix(".lock"),
+                     checkruns.request_file(app)):
+            path.unlink(missing_ok=True)
