@@ -10,6 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from checks.cli import write_json
+from checks.report import write_html
 
 STATES = ("hung", "crashed")
 CELL = 70  # characters of a detail shown in a table cell; the files keep it whole
@@ -158,7 +159,8 @@ FORMATS = {"table": table, "markdown": markdown}
 
 
 def write_reports(graded, out, seconds, stages):
-    """grades.csv, grades.json and grades.md with whole details; grades.xml per test (JUnit)."""
+    """grades.csv, grades.json and grades.md with whole details; grades.xml per test (JUnit);
+    grades.html, the page to open (checks/report.py)."""
     rows = [row for row, _ in graded]
     with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -189,3 +191,4 @@ def write_reports(graded, out, seconds, stages):
         suite.set("errors", str(sum(1 for c in cases if c.find("error") is not None)))
     ET.indent(suites)
     ET.ElementTree(suites).write(out / "grades.xml", encoding="utf-8", xml_declaration=True)
+    write_html(out / "grades.html", graded, stages, seconds)

@@ -16,6 +16,7 @@ import pytest
 from checks.placement import CELL, table
 from conftest import processes_marked
 from test_checks import FOLDERS, checks, materialise
+from test_report import html_rows, json_rows
 
 CLASS = ["ada", "eve", "fay", "gus", "bob", "cy", "dee", "notes.txt"]
 
@@ -120,6 +121,14 @@ def test_markdown_summary_can_be_pasted_into_a_chat(graded):
     body = [line for line in lines[4:] if line.startswith("| ")]
     assert len(body) == len(CLASS) and all(line.count(" | ") == 4 for line in body)
     assert f"[{len(CLASS)}/{len(CLASS)}]" in result.stderr  # progress, as each learner finishes
+
+
+def test_the_html_report_shows_the_rows_of_grades_json(graded):
+    result, rows, out = graded
+    assert html_rows(out) == json_rows(out)
+    assert [row["learner"] for row in html_rows(out)] == CLASS
+    assert "NameError: name &#x27;session&#x27; is not defined" in (out / "grades.html").read_text()
+    assert "grades.html" in result.stderr
 
 
 def test_grade_stops_an_app_at_its_time_limit(tmp_path, services_env):
