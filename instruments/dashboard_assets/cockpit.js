@@ -13,7 +13,7 @@ function summary(app) {
   const r = app.results;
   if (!r && !app.found) return "No app in " + app.app + " yet: `make workspace` creates one.";
   if (!r) return "Not checked yet: run `make watch` in a terminal, or press Check now.";
-  const parts = ["Checked " + ago(r.age) + (r.command ? " by `" + r.command + "`" : "")];
+  const parts = ["Checked " + ago(r.age) + (r.command ? " (" + r.command + ")" : "")];
   parts.push("highest stage reached: " + (r.highest || "none yet"));
   if (r.at_fault && (!r.focus || r.at_fault !== r.focus.stage)) parts.push("stage at fault: " + r.at_fault);
   if (r.points) parts.push("points " + r.points[0] + "/" + r.points[1]);
