@@ -27,7 +27,7 @@ from runtime import checkruns, services
 ASSETS = Path(__file__).resolve().parent / "dashboard_assets"
 # What the server sends besides the API: path -> (file in ASSETS, content type).
 FILES = {"/": ("page.html", "text/html"), "/dashboard.css": ("dashboard.css", "text/css"),
-         "/counters.js": ("counters.js", "text/javascript"),
+         "/common.js": ("common.js", "text/javascript"), "/counters.js": ("counters.js", "text/javascript"),
          "/cockpit.js": ("cockpit.js", "text/javascript")}
 DEFAULT_APP = checkruns.ROOT / "workspace"
 

@@ -1,6 +1,7 @@
 "use strict";
 // The learner's app: its stages and the first one that does not pass, from the checker's results
 // file (/api/app). Every string in it comes from the learner's app or the checker: textContent only.
+// $, cell and poll come from common.js.
 
 function ago(seconds) {
   if (seconds === null || seconds === undefined) return "";
@@ -71,25 +72,7 @@ function renderApp(app) {
   $("app-notice").textContent = app.notice;
 }
 
-let appActions = 0;  // a poll that started before Check now must not overwrite its answer
-
-async function refreshApp() {
-  const before = appActions;
-  try {
-    const answer = await fetch("/api/app", {cache: "no-store"});
-    if (!answer.ok) throw new Error("HTTP " + answer.status);
-    const app = await answer.json();
-    if (before === appActions) renderApp(app);
-  } catch (err) {
-    $("app-live").textContent = "the dashboard server is not answering — retrying";
-  }
-}
-
-$("check-now").addEventListener("click", async () => {
-  appActions += 1;
-  const answer = await fetch("/api/check", {method: "POST", headers: {"X-Dashboard": "1"}});
-  const data = await answer.json();
-  if (answer.ok) renderApp(data); else $("app-notice").textContent = data.error;
-});
-refreshApp();
-setInterval(refreshApp, 1000);
+const checkNow = poll("/api/app", renderApp, () => {
+  $("app-live").textContent = "the dashboard server is not answering — retrying";
+}, (error) => { $("app-notice").textContent = error; });
+$("check-now").addEventListener("click", () => checkNow("/api/check"));

@@ -1,5 +1,4 @@
 "use strict";
-const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 
 function format(value, kind) {
@@ -11,13 +10,6 @@ function format(value, kind) {
     return (value / 1048576).toFixed(1) + " MB";
   }
   return value.toLocaleString("en-US");
-}
-
-function cell(tag, text, attrs) {
-  const el = document.createElement(tag);
-  el.textContent = text;
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-  return el;
 }
 
 function renderTable(data) {
@@ -93,28 +85,11 @@ function render(data) {
   renderChart(data);
 }
 
-let actions = 0;  // a poll that started before a button press must not overwrite its answer
-
-async function refresh() {
-  const before = actions;
-  try {
-    const answer = await fetch("/api/stats", {cache: "no-store"});
-    if (!answer.ok) throw new Error("HTTP " + answer.status);
-    const data = await answer.json();
-    if (before === actions) render(data);
-  } catch (err) {
-    const live = $("live");
-    live.textContent = "the dashboard server is not answering — retrying";
-    live.classList.add("down");
-  }
-}
-
-async function act(path, body) {
-  actions += 1;
-  const answer = await fetch(path, {method: "POST", headers: {"X-Dashboard": "1"}, body: body || ""});
-  const data = await answer.json();
-  if (answer.ok) render(data); else $("notice").textContent = data.error;
-}
+const act = poll("/api/stats", render, () => {
+  const live = $("live");
+  live.textContent = "the dashboard server is not answering — retrying";
+  live.classList.add("down");
+}, (error) => { $("notice").textContent = error; });
 
 $("mark").addEventListener("click", () => act("/api/mark"));
 $("reset").addEventListener("click", () => act("/api/reset"));
@@ -124,5 +99,3 @@ $("flush").addEventListener("click", () => {
     act("/api/flush", '{"confirm":"flush"}');
   }
 });
-refresh();
-setInterval(refresh, 1000);
