@@ -61,6 +61,7 @@ tr[data-state="regrade"] td.state { color: #b45309; }
 section.learner { background: #fff; border: 1px solid #d9dee4; border-radius: 8px; padding: 12px 16px; margin: 12px 0; }
 section.learner h2 { font-size: 17px; margin: 0 0 4px; }
 section.learner h3 { font-size: 14px; margin: 12px 0 4px; }
+summary { cursor: pointer; font-weight: 600; margin: 6px 0; }
 .failure { margin: 8px 0 8px 4px; padding-left: 10px; border-left: 3px solid #f5c2bd; }
 .failure p { margin: 2px 0; }
 .label { color: #616e7c; }
@@ -104,7 +105,7 @@ def table_row(index, row):
         text = esc(text)
         if key == "learner":
             text = f'<a href="#learner-{index}">{text}</a>'
-        kind = ' class="num"' if numeric else ' class="state"' if key == "state" else ""
+        kind = ' class="num"' if key == "points" else ' class="state"' if key == "state" else ""
         tds.append(f'<td data-key="{key}" data-sort="{esc(key_value)}"{kind}>{text}</td>')
     return f'<tr data-order="{index}" data-state="{esc(row["state"])}">{"".join(tds)}</tr>'
 
@@ -138,6 +139,22 @@ def failure(test, expectations, stages):
     return f'<div class="failure" data-test="{esc(test.get("name"))}">{"".join(parts)}</div>'
 
 
+def stage_groups(row, failures, expectations, stages):
+    """FAILURES by stage: open up to the first stage that fails after the highest reached (and
+    the stage at fault); the later stages, which fail because they are not done yet, folded."""
+    numbers = sorted({t["step"] for t in failures})
+    first = next((n for n in numbers if n > (row["highest"] or "")), numbers[-1])
+    groups = []
+    for number in numbers:
+        own = [t for t in failures if t["step"] == number]
+        title = next((s.title for s in stages if s.number == number), "")
+        opened = " open" if number <= first or number == row.get("at_fault") else ""
+        groups.append(f"<details{opened}><summary>Stage {esc(number)}: {esc(title)} "
+                      f"({len(own)} failing)</summary>"
+                      + "".join(failure(t, expectations, stages) for t in own) + "</details>")
+    return groups
+
+
 def learner_section(index, row, tests, expectations, stages):
     head = [f'<h2>{esc(row["learner"])}</h2>',
             f'<p class="muted">{esc(row["state"].upper())}'
@@ -152,7 +169,7 @@ def learner_section(index, row, tests, expectations, stages):
     failures = [t for t in tests if failed(t)]
     if failures:
         head.append(f"<h3>Failing expectations ({len(failures)})</h3>")
-        head += [failure(t, expectations, stages) for t in failures]
+        head += stage_groups(row, failures, expectations, stages)
     elif tests:
         head.append("<p>Every expectation passes.</p>")
     return f'<section class="learner" id="learner-{index}">{"".join(head)}</section>'

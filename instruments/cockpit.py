@@ -116,7 +116,8 @@ class Cockpit:
                 self.notice = "A check started here is still running."
             elif checkruns.held(self.app_dir):
                 checkruns.ask(self.app_dir)
-                self.notice = "Asked the checker that is running (make watch) for a check; it runs next."
+                self.notice = ("A checker is already running on this app: asked it for one more check "
+                               "(make watch runs it next).")
             else:
                 self._start()
                 self.notice = "Checking every stage now (python -m checks progress)."

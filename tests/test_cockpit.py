@@ -137,7 +137,7 @@ def test_check_now_asks_the_running_checker_or_starts_one(browser, tmp_path, ser
             held.wait(10)
             expect(page.locator("#app-live")).to_have_text("a check is running…")
             page.click("#check-now")
-            expect(notice).to_contain_text("Asked the checker that is running")
+            expect(notice).to_contain_text("A checker is already running on this app: asked it")
             assert checkruns.asked(app), "the request the holder reads"
         finally:
             release.set()
