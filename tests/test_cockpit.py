@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 
-import pytest
+import requests
 from playwright.sync_api import expect
 
 from conftest import ROOT, wait_for
@@ -144,6 +144,10 @@ def test_check_now_asks_the_running_checker_or_starts_one(browser, tmp_path, ser
             holder.join()
         expect(page.locator("#app-live")).to_have_text("")
 
+        # Only the page can ask: a form on another site cannot start a checker.
+        refused = requests.post(url + "/api/check", timeout=10)
+        assert refused.status_code == 403 and not checkruns.asked(app)
+
         # Nobody holds the lock: the dashboard runs `progress` itself, and says when it ends.
         page.click("#check-now")
         expect(notice).to_have_text("Checking every stage now (python -m checks progress).")
@@ -153,6 +157,13 @@ def test_check_now_asks_the_running_checker_or_starts_one(browser, tmp_path, ser
         page.click("#check-now")
         expect(notice).to_have_text(f"No app to check: {cockpit.shown(app)} has no application.py.")
         page.close()
+
+
+def test_an_app_that_is_not_a_folder_is_one_clear_line(tmp_path, services_env):
+    result = subprocess.run([sys.executable, "-m", "instruments.dashboard", "--plain", "--servers",
+                             services_env["MEMCACHED_PLAIN_SERVERS"], "--app", str(tmp_path / "nope")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (2, f"dashboard: --app {tmp_path / 'nope'}: no such folder\n")
 
 
 def test_the_panel_follows_make_watch_as_a_fix_lands(browser, tmp_path, services_env):
