@@ -20,8 +20,8 @@ help:
 	@echo "make watch [APP=dir]             check your app at every save, stage after stage"
 	@echo "make check STEP=NN [APP=dir]     does your app do what stage NN asks? (APP: workspace/)"
 	@echo "make progress [APP=dir]          every stage, the highest reached and the stage at fault"
-	@echo "make dashboard [PORT=n]          memcached's counters at http://127.0.0.1:5050"
-	@echo "make grade DIRS=\"class/*\" [JOBS=n] [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
+	@echo "make dashboard [PORT=n] [APP=dir]   memcached's counters and your app's stages at http://127.0.0.1:5050"
+	@echo "make grade DIRS=\"class/*\" [JOBS=n] [FORMAT=markdown]   grade a class (HTML report, table, CSV, JSON, Markdown, JUnit)"
 	@echo "make doctor      diagnose Python, packages, services, the SASL plugin and ports"
 	@echo "README.md lists every command."
 
@@ -69,8 +69,10 @@ watch: services
 doctor: setup
 	@$(PY) -m checks doctor
 
+# make dashboard [APP=dir]: beside the counters, the checker's latest verdicts on your app (workspace/).
 dashboard: services
-	@$(call CHOSEN_PORT,dashboard); $(PY) -m instruments.dashboard --port $$port
+	@$(call CHOSEN_PORT,dashboard); $(PY) -m instruments.dashboard --port $$port \
+	  $(if $(filter command line,$(origin APP)),--app "$(APP)",)
 
 deploy-check: services
 	@$(PY) -m rehearsal
@@ -97,6 +99,7 @@ catch-up:
 	@python3 scripts/workspace.py catch-up "$(STEP)"
 
 # make grade DIRS="class/*" [JOBS=N] [OUT=build/grades] [FORMAT=markdown]: the instructor's batch;
+# OUT/grades.html is the report to open in a browser;
 # JOBS defaults to half the machine's cores (at least 1).
 # make grade-bench: the checker's speed figures (all steps; 30 learner folders).
 .PHONY: grade-bench

@@ -1,7 +1,7 @@
 """python -m checks grade DIR...: the instructor's batch. `progress` runs once per learner folder,
 each in its own process group with a time limit; checks/placement.py reads each results file into
 one row (the stage reached, the stage at fault, causes); the reports are a table or Markdown on the
-terminal, and CSV, JSON, Markdown and JUnit XML files. `grade --bench` measures the checker itself.
+terminal, and CSV, JSON, Markdown, JUnit XML and HTML (checks/report.py) files. `grade --bench` measures the checker itself.
 """
 import json
 import os
@@ -51,8 +51,8 @@ def main(args):
         raise UsageError(f"--out {options.out} is a file, not a folder")
     rows = grade_all(learners(options.dirs), options, out, stages)
     print(FORMATS[options.format](rows))
-    print(f"\nReports (whole details): {shown_path(out.resolve())}grades.csv, grades.json, grades.md, "
-          "grades.xml, learners/", file=sys.stderr)
+    print(f"\nReports (whole details): {shown_path(out.resolve())}grades.html (open it in a browser), "
+          "grades.csv, grades.json, grades.md, grades.xml, learners/", file=sys.stderr)
     return 0
 
 

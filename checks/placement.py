@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from checks.cli import write_json
 from checks.results import (cause, failed, learner_state, named, one_line, placement, points,
                             stalled)
+from checks.report import write_html
 
 CELL = 70  # characters of a detail shown in a table cell; the files keep it whole
 
@@ -127,7 +128,8 @@ def csv_cells(r):
 
 
 def write_reports(graded, out, seconds, stages):
-    """grades.csv, grades.json and grades.md with whole details; grades.xml per test (JUnit)."""
+    """grades.csv, grades.json and grades.md with whole details; grades.xml per test (JUnit);
+    grades.html, the page to open (checks/report.py)."""
     rows = [row for row, _ in graded]
     with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -159,3 +161,4 @@ def write_reports(graded, out, seconds, stages):
                       str(sum(1 for c in cases if c.find(kind) is not None)))
     ET.indent(suites)
     ET.ElementTree(suites).write(out / "grades.xml", encoding="utf-8", xml_declaration=True)
+    write_html(out / "grades.html", graded, stages, seconds)

@@ -11,7 +11,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from instruments import dashboard
+from instruments import counters
 from runtime import harness, services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ SHOTS = ROOT / "build"
 
 def raw_stats(pid=100, **values):
     """One server's `stats` answer as memcached sends it: every value is text."""
-    stats = dict.fromkeys(dashboard.COUNTERS + dashboard.LEVELS, "0")
+    stats = dict.fromkeys(counters.COUNTERS + counters.LEVELS, "0")
     stats.update({"pid": str(pid), "uptime": "50", "version": "1.6.21"})
     stats.update({k: str(v) for k, v in values.items()})
     return stats
@@ -30,7 +30,7 @@ def raw_stats(pid=100, **values):
 # ---- the pure part -----------------------------------------------------------------------------
 
 def test_one_server_shows_its_counters_and_ratio():
-    view = dashboard.summarise({"127.0.0.1:11312": raw_stats(get_hits=3, get_misses=1, cmd_set=2,
+    view = counters.summarise({"127.0.0.1:11312": raw_stats(get_hits=3, get_misses=1, cmd_set=2,
                                                              curr_items=2, bytes=140)})
     server, total = view["columns"]
     assert server["name"] == "127.0.0.1:11312" and server["up"]
@@ -46,7 +46,7 @@ def test_three_servers_add_up_to_a_total():
         "b:2": raw_stats(get_hits=10, delete_hits=1, curr_items=1, bytes=100, curr_connections=2),
         "c:3": raw_stats(get_misses=5, delete_misses=2, evictions=1, curr_connections=2),
     }
-    view = dashboard.summarise(samples)
+    view = counters.summarise(samples)
     names = [column["name"] for column in view["columns"]]
     assert names == ["a:1", "b:2", "c:3", "Total"]
     total = view["columns"][-1]["values"]
@@ -58,8 +58,8 @@ def test_three_servers_add_up_to_a_total():
 
 
 def test_the_delta_counts_from_the_mark_on_every_server():
-    marks = {a: dashboard.numbers(raw_stats(get_hits=1)) for a in ("a:1", "b:2", "c:3")}
-    view = dashboard.summarise({"a:1": raw_stats(get_hits=2), "b:2": raw_stats(get_hits=1, get_misses=1, cmd_set=1),
+    marks = {a: counters.numbers(raw_stats(get_hits=1)) for a in ("a:1", "b:2", "c:3")}
+    view = counters.summarise({"a:1": raw_stats(get_hits=2), "b:2": raw_stats(get_hits=1, get_misses=1, cmd_set=1),
                                 "c:3": raw_stats(get_hits=1)}, marks=marks)
     assert view["delta"]["get_hits"] == 1 and view["delta"]["get_misses"] == 1
     assert view["text"] == "+1 hit, +1 miss, +1 set"
@@ -67,31 +67,31 @@ def test_the_delta_counts_from_the_mark_on_every_server():
 
 
 def test_a_restarted_server_counts_from_zero_again():
-    mark = {"a:1": dashboard.numbers(raw_stats(pid=100, get_hits=7))}
-    view = dashboard.summarise({"a:1": raw_stats(pid=200, get_hits=9)}, marks=mark)
+    mark = {"a:1": counters.numbers(raw_stats(pid=100, get_hits=7))}
+    view = counters.summarise({"a:1": raw_stats(pid=200, get_hits=9)}, marks=mark)
     assert view["delta"]["get_hits"] == 9
 
 
 def test_the_dashboards_own_baseline_zeroes_counters_but_not_items():
-    zero = {"a:1": dashboard.numbers(raw_stats(get_hits=7, cmd_set=3, curr_items=3))}
-    values = dashboard.summarise({"a:1": raw_stats(get_hits=8, cmd_set=3, curr_items=3)}, zeros=zero)["columns"][0]["values"]
+    zero = {"a:1": counters.numbers(raw_stats(get_hits=7, cmd_set=3, curr_items=3))}
+    values = counters.summarise({"a:1": raw_stats(get_hits=8, cmd_set=3, curr_items=3)}, zeros=zero)["columns"][0]["values"]
     assert values["get_hits"] == 1 and values["cmd_set"] == 0 and values["curr_items"] == 3
 
 
 def test_an_unreachable_server_is_reported_and_left_out_of_the_total():
-    view = dashboard.summarise({"a:1": raw_stats(get_hits=2), "b:2": "memcached at b:2 is unreachable — retrying"})
+    view = counters.summarise({"a:1": raw_stats(get_hits=2), "b:2": "memcached at b:2 is unreachable — retrying"})
     assert view["errors"] == ["memcached at b:2 is unreachable — retrying"]
     assert view["columns"][1]["up"] is False
     assert view["columns"][-1]["values"]["get_hits"] == 2
-    nothing = dashboard.summarise({"a:1": "memcached at a:1 is unreachable — retrying"})
+    nothing = counters.summarise({"a:1": "memcached at a:1 is unreachable — retrying"})
     assert nothing["columns"][-1]["values"] is None
     assert nothing["text"] == "unknown while memcached is unreachable"
 
 
 def test_the_delta_strip_says_plurals_and_no_change():
-    assert dashboard.describe({"get_misses": 2, "cmd_set": 1}) == "+2 misses, +1 set"
-    assert dashboard.describe({"delete_hits": 1, "delete_misses": 3}) == "+1 delete, +3 delete misses"
-    assert dashboard.describe({}) == "no change"
+    assert counters.describe({"get_misses": 2, "cmd_set": 1}) == "+2 misses, +1 set"
+    assert counters.describe({"delete_hits": 1, "delete_misses": 3}) == "+1 delete, +3 delete misses"
+    assert counters.describe({}) == "no change"
 
 
 # ---- the command line --------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_the_strip_counts_from_the_dashboards_start_not_memcacheds(browser):
 
 def test_a_server_first_reached_late_counts_from_its_first_answer():
     memcached = harness.CacheServer(sasl=False)
-    monitor = dashboard.Monitor([memcached.address])
+    monitor = counters.Monitor([memcached.address])
     monitor.tick()  # unreachable: no baseline yet
     assert monitor.snapshot()["delta"]["text"] == "unknown while memcached is unreachable"
     memcached.start()
@@ -213,7 +213,7 @@ def test_the_dashboard_follows_the_app_reload_by_reload(browser):
         with app.counters() as cold:
             site.goto(app.url)
         assert cold["get_misses"] >= 1 and cold["cmd_set"] >= 1
-        expect(delta).to_have_text(dashboard.describe(cold))
+        expect(delta).to_have_text(counters.describe(cold))
 
         # The second load is one get of the cached view, and nothing else.
         press(board, "#mark", "mark")
@@ -253,8 +253,8 @@ def test_the_dashboard_follows_the_app_reload_by_reload(browser):
         press(board, "#mark", "mark")
         with app.counters() as flushed:
             site.reload()
-        assert {k: flushed[k] for k in dashboard.COUNTERS} == {k: cold[k] for k in dashboard.COUNTERS}
-        expect(delta).to_have_text(dashboard.describe(cold))
+        assert {k: flushed[k] for k in counters.COUNTERS} == {k: cold[k] for k in counters.COUNTERS}
+        expect(delta).to_have_text(counters.describe(cold))
 
         # memcached goes away: the page says so and keeps retrying; it comes back on its own.
         password = app.memcached.password

@@ -7,6 +7,7 @@ is placed at the furthest stage whose own check passes, with the stage at fault;
 are regressions with causes, a crashed or hung app is never `ok`, and every output agrees.
 """
 import csv
+import html
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from checks.progress import report
 from conftest import processes_marked
 from runtime import checkruns
 from test_checks import BROKEN, FOLDERS, checks, materialise
+from test_report import html_rows, json_rows
 
 CLASS = ["ada", "eve", "fay", "gus", "hal", "bob", "cy", "dee", "notes.txt"]
 NEVER_INVALIDATED = tomllib.loads((BROKEN / "view-cache-never-invalidated" / "fixture.toml").read_text())
@@ -137,6 +139,15 @@ def test_markdown_summary_can_be_pasted_into_a_chat(graded):
     assert f"[{len(CLASS)}/{len(CLASS)}]" in result.stderr  # progress, as each learner finishes
 
 
+def test_the_html_report_shows_the_rows_of_grades_json(graded):
+    result, rows, out = graded
+    assert html_rows(out) == json_rows(out)
+    assert [row["learner"] for row in html_rows(out)] == CLASS
+    page = (out / "grades.html").read_text()
+    assert all(html.escape(rows[name]["detail"]) in page for name in ("gus", "bob", "cy", "dee"))
+    assert "grades.html" in result.stderr
+
+
 # ---- every output agrees -----------------------------------------------------------------------
 
 def facts(highest, at_fault, state, points, possible):
@@ -162,6 +173,9 @@ def outputs(rows, out):
             assert all("\n" not in cell for cell in r.values()), r  # a CSV cell holds one line
             seen[r["learner"]]["csv"] = facts(r["highest_stage"], r["at_fault"], r["state"], r["points"],
                                               r["possible"])
+    for r in html_rows(out):
+        seen[r["learner"]]["html"] = facts(*(c.strip("-") or None for c in (r["highest"], r["at_fault"], r["state"])),
+                                           *(r["points"].split("/") if "/" in r["points"] else (0, 0)))
     for suite in ET.parse(out / "grades.xml").getroot().findall("testsuite"):
         p = {e.get("name"): e.get("value") for e in suite.find("properties")}
         seen[suite.get("name")]["junit"] = facts(p["highest"], p["at_fault"], p["state"], p["points"],
@@ -175,7 +189,7 @@ def test_every_output_of_the_class_agrees(graded):
     stages = load_manifest()
     for name, row in rows.items():
         expected = facts(row["highest"], row["at_fault"], row["state"], row["points"], row["possible"])
-        assert set(seen[name]) == {"json", "table", "markdown", "csv", "junit"}, name
+        assert set(seen[name]) == {"json", "table", "markdown", "csv", "junit", "html"}, name
         assert set(seen[name].values()) == {expected}, (name, seen[name])
         if not row["results"]:
             continue
