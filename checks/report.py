@@ -11,7 +11,8 @@ import hashlib
 import html
 from datetime import datetime, timezone
 
-from checks.manifest import expectations_by_test, stage_of
+from checks import results
+from checks.manifest import stage_of
 
 # The table's columns: (key, heading, sorts as a number).
 COLUMNS = (("learner", "Learner", False), ("highest", "Highest stage", False),
@@ -73,10 +74,6 @@ def esc(value):
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def failed(test):
-    return test.get("status") in ("fail", "error")
-
-
 def expectation_name(item):
     """A consequence or regression as a name: "05 fresh_after_add", given as text or a dict."""
     return item.get("expectation", "") if isinstance(item, dict) else str(item)
@@ -118,28 +115,26 @@ def labelled(label, value, block=False):
     return f'<p><span class="label">{esc(label)}</span>{esc(value)}</p>'
 
 
-def failure(test, expectations, stages):
-    """One failing expectation: what it asks, what was observed, the cause, the hint, the lesson."""
-    e = expectations.get(test.get("name"))
-    text = e.text if e else test.get("name", "")
-    stalled = test.get("reason") == "machine_stalled"
-    parts = [f'<p><strong>{esc(test.get("step"))} {esc(test.get("id"))}</strong>: {esc(text)}'
+def failure(test, stages):
+    """One failing expectation as the results model renders it, with its stage's lesson."""
+    stage = stage_of(stages, test["step"])
+    f = results.failure(test, stage)
+    stalled = results.stalled(test)
+    parts = [f'<p><strong>{esc(results.named(test))}</strong>: {esc(f["text"])}'
              + (" <em>(not judged: the machine stalled)</em>" if stalled else "") + "</p>",
-             labelled("observed: ", test.get("observed")),
-             labelled("cause:", test.get("cause"), block=True)
-             if (test.get("cause") or "").strip() != (test.get("observed") or "").strip() else "",
-             labelled("the machine: ", test.get("stall")),
+             labelled("observed: ", f["observed"]),
+             labelled("cause:", f["cause"], block=True)
+             if (f["cause"] or "").strip() != (f["observed"] or "").strip() else "",
+             labelled("the machine: ", None if stalled else test.get("stall")),
              labelled("stage whose layer produced it: ", test.get("layer")),
-             labelled("hint: ", test.get("hint"))]
-    if e:
-        lesson = stage_of(stages, e.stage).lesson_path
-        parts.append(labelled("reread: ", f'{lesson}, section "{e.section}"'))
-    if not test.get("cause") and test.get("output"):
+             labelled("hint: ", f["hint"]),
+             labelled("reread: ", f'{stage.lesson_path}, section "{f["reread"]}"')]
+    if not f["cause"] and test.get("output"):
         parts.append(labelled("output:", test["output"], block=True))
     return f'<div class="failure" data-test="{esc(test.get("name"))}">{"".join(parts)}</div>'
 
 
-def stage_groups(row, failures, expectations, stages):
+def stage_groups(row, failures, stages):
     """FAILURES by stage: open up to the first stage that fails after the highest reached (and
     the stage at fault); the later stages, which fail because they are not done yet, folded."""
     numbers = sorted({t["step"] for t in failures})
@@ -151,11 +146,11 @@ def stage_groups(row, failures, expectations, stages):
         opened = " open" if number <= first or number == row.get("at_fault") else ""
         groups.append(f"<details{opened}><summary>Stage {esc(number)}: {esc(title)} "
                       f"({len(own)} failing)</summary>"
-                      + "".join(failure(t, expectations, stages) for t in own) + "</details>")
+                      + "".join(failure(t, stages) for t in own) + "</details>")
     return groups
 
 
-def learner_section(index, row, tests, expectations, stages):
+def learner_section(index, row, tests, stages):
     head = [f'<h2>{esc(row["learner"])}</h2>',
             f'<p class="muted">{esc(row["state"].upper())}'
             + (f" · {esc(STATE_WORDS[row['state']])}" if row["state"] in STATE_WORDS else "")
@@ -166,10 +161,10 @@ def learner_section(index, row, tests, expectations, stages):
     consequences = [expectation_name(c) for c in row.get("consequences") or []]
     if consequences:
         head.append(labelled(f"follow from stage {row.get('at_fault') or '?'}: ", ", ".join(consequences)))
-    failures = [t for t in tests if failed(t)]
+    failures = [t for t in tests if results.failed(t) or results.stalled(t)]
     if failures:
         head.append(f"<h3>Failing expectations ({len(failures)})</h3>")
-        head += stage_groups(row, failures, expectations, stages)
+        head += stage_groups(row, failures, stages)
     elif tests:
         head.append("<p>Every expectation passes.</p>")
     return f'<section class="learner" id="learner-{index}">{"".join(head)}</section>'
@@ -177,7 +172,6 @@ def learner_section(index, row, tests, expectations, stages):
 
 def page(graded, stages, seconds):
     """The whole HTML file, from GRADED ([(row, tests)]) in the class's order."""
-    expectations = expectations_by_test(stages)
     rows = [row for row, _ in graded]
     states = {}
     for row in rows:
@@ -187,7 +181,7 @@ def page(graded, stages, seconds):
                     + f'><button type="button">{esc(title)}</button></th>'
                     for key, title, numeric in COLUMNS)
     body = "".join(table_row(i, row) for i, row in enumerate(rows))
-    sections = "".join(learner_section(i, row, tests, expectations, stages)
+    sections = "".join(learner_section(i, row, tests, stages)
                        for i, (row, tests) in enumerate(graded))
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
