@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from checks import stalls
 from checks.manifest import ROOT, Expectation, expectations_by_test, load_manifest
 
 pytest_plugins = ["checks.subject"]
@@ -49,6 +50,8 @@ def pytest_configure(config):
     # The CLI passes its own Results; plain `pytest -p checks.plugin` gets one here.
     if not any(isinstance(p, Results) for p in config.pluginmanager.get_plugins()):
         config.pluginmanager.register(Results(stages), "workshop-results")
+    if stalls.sampler_of(config) is None:
+        config.pluginmanager.register(stalls.Sampler(), "workshop-stalls")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,6 +89,8 @@ class Result:
     app_state: str = "ok"  # "hung" or "crashed" when the check found the app so
     cause: str = None  # what the app raised and where, when it went wrong (not a wrong answer)
     reason: str = None  # which of the manifest's hints fits this failure
+    stall: str = None  # what was slow during this check, and for how long (checks/stalls.py)
+    rerun: bool = False  # this verdict comes from the one rerun on a fresh boot
 
     @property
     def passed(self):
@@ -109,6 +114,8 @@ class Result:
             "app_state": self.app_state,
             "cause": self.cause,
             "duration": round(self.duration, 3),
+            "stall": self.stall,
+            "rerun": self.rerun,
         }
         if not self.passed or self.observed:
             data["observed"] = self.observed or None
