@@ -140,12 +140,12 @@ def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=
 
     results = run_pytest(stages, [str(STAGES_FILE), *args, *junit_args], sampler, first, extra)
     if suspects:
-        sampler = stalls.Sampler()
-        again = run_pytest(stages, [f"{STAGES_FILE}::{name}" for name in suspects] + args, sampler)
+        fresh = stalls.Sampler()
+        again = run_pytest(stages, [f"{STAGES_FILE}::{name}" for name in suspects] + args, fresh)
         for name in suspects:
             if name in again.results:
                 results.results[name] = stalls.settle(results.results[name], again.results[name],
-                                                      sampler)
+                                                      sampler, fresh)
             if listener:
                 listener(results.results[name])
     # ----

@@ -151,16 +151,17 @@ class Watched:
         self.processes = {}  # pid -> Process
 
     def pids(self):
-        """{name: [pid, ...]} of what this app runs now (gunicorn's workers included)."""
+        """{"gunicorn": [pid, ...], "memcached": [pid]} of what this app runs now (gunicorn's
+        workers included)."""
         masters = [s.proc.pid for s in self.app.servers if s.proc is not None]
         workers = []
         for pid in masters:
             with contextlib.suppress(OSError, ValueError):
                 with open(f"/proc/{pid}/task/{pid}/children") as f:
                     workers += [int(p) for p in f.read().split()]
-        found = {self.gunicorn: masters + workers}
+        found = {"gunicorn": masters + workers}
         if self.app.memcached is not None and self.app.memcached.proc is not None:
-            found[self.memcached] = [self.app.memcached.proc.pid]
+            found["memcached"] = [self.app.memcached.proc.pid]
         return found
 
 
@@ -256,7 +257,8 @@ class Sampler:
                 if answered and now - sent >= KEEP:
                     self._add(Episode("probe", w.memcached, sent, now))
                 w.probe_since = None if answered else sent
-        pids = {pid: who for who, found in w.pids().items() for pid in found}
+        names = {"gunicorn": w.gunicorn, "memcached": w.memcached}
+        pids = {pid: names[part] for part, found in w.pids().items() for pid in found}
         for pid in set(w.processes) - set(pids):
             self._close_process(w.processes.pop(pid), now)
         for pid, who in pids.items():
@@ -291,6 +293,7 @@ class Sampler:
             if w.probe_since is not None:
                 self._add(Episode("probe", w.memcached, w.probe_since, now))
             w.probe.close()
+            w.probe_since = None
         for process in w.processes.values():
             self._close_process(process, now)
         w.processes = {}
@@ -327,7 +330,7 @@ class Sampler:
         if sign and not stalls:
             earlier = [e for e in episodes if e.amount >= STALL and e.start < start]
             result.stall = (f"the app's memcached client gave up on the server ({sign})"
-                            + (f" after {earlier[-1].text()}" if earlier else ""))
+                            + (f" after {max(earlier, key=lambda e: e.end).text()}" if earlier else ""))
         followed = result.cause is not None and result.cause in self.suspect_causes
         if stalls or sign or followed:
             if result.cause:  # a later check that fails on the same cause follows from this one
@@ -341,9 +344,10 @@ def sampler_of(config):
     return next((p for p in config.pluginmanager.get_plugins() if isinstance(p, Sampler)), None)
 
 
-def settle(first, again, sampler):
-    """The verdict for a suspect check: FIRST from the first run, AGAIN from its run on a fresh
-    boot (judged by SAMPLER, that run's sampler)."""
+def settle(first, again, first_sampler, sampler):
+    """The verdict for a suspect check: FIRST from the first run (judged by FIRST_SAMPLER), AGAIN
+    from its run on a fresh boot (judged by SAMPLER)."""
+    first_sampler.note(first)  # now that every episode of the first run has ended
     again.rerun = True
     if again.passed:
         again.stall = first.stall  # a pass, with what spoiled the first run noted
