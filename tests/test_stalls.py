@@ -196,38 +196,45 @@ def test_the_sampler_sees_a_starved_process(sasl_memcached):
 
 # ---- fault injection: the checker's own memcached frozen during checks ---------------------------
 
-def run_frozen(tmp_path, stage, app_dir, freeze, hog=False, delay=0.0):
+def run_frozen(tmp_path, stage, app_dir, freeze, hog=False, delay=0.0, times=1):
     """`checks run STAGE APP_DIR` with the memcached of its first app up stopped for FREEZE
-    seconds, DELAY seconds after it is up: (exit status, results, whether the freeze fell during
-    the run, the checker's output)."""
+    seconds, DELAY seconds after it is up, and so for the next TIMES - 1 memcached it starts (a
+    rerun's): (exit status, results, whether the first freeze fell during the run, its output)."""
     pids, out = tmp_path / f"pids-{stage}.json", tmp_path / f"results-{stage}.json"
     env = dict(os.environ, WORKSHOP_STALL_PIDS=str(pids))
     hogs = [subprocess.Popen(HOG)] if hog else []
+    frozen = []
     try:
         proc = subprocess.Popen([sys.executable, "-m", "checks", "run", stage, str(app_dir), "-q",
                                  "--json", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: proc.poll() is not None or first_memcached(pids), "an app's memcached",
-                 timeout=120)
-        during = False
-        if proc.poll() is None:
+        while len(frozen) < times:
+            wait_for(lambda: proc.poll() is not None or first_memcached(pids) not in (None, *frozen),
+                     "an app's memcached", timeout=120)
+            if proc.poll() is not None:
+                break
             time.sleep(delay)  # the moment of the fault, not a wait for anything
-            pid = first_memcached(pids)
-            try:
-                os.kill(pid, signal.SIGSTOP)
-                during = proc.poll() is None
-                time.sleep(freeze)  # the fault itself
-            except ProcessLookupError:  # the run ended meanwhile
-                pass
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+            frozen.append(first_memcached(pids))
+            freeze_process(frozen[-1], freeze, proc)
         output, _ = proc.communicate(timeout=300)
     finally:
         for h in hogs:
             h.kill()
             h.wait()
-    return proc.returncode, read_json(out), during, output
+    return proc.returncode, read_json(out), bool(frozen) and frozen[0] is not None, output
+
+
+def freeze_process(pid, seconds, run):
+    """SIGSTOP PID for SECONDS while RUN goes on; nothing once RUN or PID has ended."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        if run.poll() is None:
+            time.sleep(seconds)  # the fault itself
+    except (ProcessLookupError, TypeError):  # ended meanwhile
+        pass
+    finally:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def first_memcached(pids):
@@ -260,6 +267,18 @@ def test_a_correct_checkpoint_with_a_frozen_memcached_is_never_blamed(tmp_path, 
     assert (code == 3) == bool(stalled) == bool(data["machine_stalled"])
     assert any(t["stall"] and "memcached" in t["stall"] for t in data["tests"]), \
         "no verdict noted the frozen memcached"
+
+
+@pytest.mark.parametrize("stage", ["05", "08"])
+def test_a_check_frozen_again_on_its_rerun_is_the_machines(tmp_path, services_env, stage):
+    code, data, during, output = run_frozen(tmp_path, stage, FOLDERS[stage], 3.0, times=2)
+    assert during and code in (0, 3), output
+    assert not blamed_on_the_learner(data), output
+    stalled = [t for t in data["tests"] if t["status"] == "error"]
+    assert (code == 3) == bool(stalled) == bool(data["machine_stalled"]), output
+    for test in stalled:
+        assert test["rerun"] and test["stall"] and test["cause"] is None and test["app_state"] == "ok"
+        assert test["points_earned"] == 0 and "no verdict on your code" in test["hint"]
 
 
 @pytest.mark.parametrize("freeze, hog", [(2.0, False), (3.0, True)])
