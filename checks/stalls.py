@@ -172,10 +172,11 @@ class Sampler:
         self.episodes = []
         self.windows = {}  # test name -> [start, end or None while it runs]
         self.watched = []
+        self.starting = {}  # pid -> Process: the checker's children that no watched app owns
         self.suspect_causes = set()
         self.cpu = 0.0  # the sampling thread's own CPU seconds
         self.samples = 0
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the thread samples under it; note() reads under it
         self.done = threading.Event()
         self.thread = None
         self.pids_file = os.environ.get("WORKSHOP_STALL_PIDS")
@@ -235,13 +236,21 @@ class Sampler:
                 self._add(Episode("checker", "the checker", due, now))
             due = max(due, now)
             with self.lock:
-                watched = list(self.watched)
-            for w in watched:
-                self._sample(w, now, now - (last or now - INTERVAL))
+                elapsed = now - (last or now - INTERVAL)
+                for w in self.watched:
+                    self._sample(w, now, elapsed)
+                # What the checker runs that no booted app owns yet: an app importing, migrating
+                # or starting (a boot that times out on a starved machine is no verdict either).
+                known = {p for w in self.watched for p in w.processes}
+                self._track(self.starting, {pid: f"a starting app's process (pid {pid})"
+                                            for pid in descendants(os.getpid()) if pid not in known},
+                            now, elapsed)
             self.samples, last = self.samples + 1, now
-        now = time.monotonic()
-        for w in watched:  # close what is still open
-            self._close(w, now)
+        with self.lock:
+            for w in self.watched:  # close what is still open
+                self._close(w, time.monotonic())
+            for process in self.starting.values():
+                self._close_process(process, time.monotonic())
         self.cpu = time.thread_time() - start_cpu
 
     def _add(self, episode):
@@ -258,13 +267,17 @@ class Sampler:
                     self._add(Episode("probe", w.memcached, sent, now))
                 w.probe_since = None if answered else sent
         names = {"gunicorn": w.gunicorn, "memcached": w.memcached}
-        pids = {pid: names[part] for part, found in w.pids().items() for pid in found}
-        for pid in set(w.processes) - set(pids):
-            self._close_process(w.processes.pop(pid), now)
+        self._track(w.processes, {pid: names[part] for part, found in w.pids().items() for pid in found},
+                    now, elapsed)
+
+    def _track(self, processes, pids, now, elapsed):
+        """Sample PIDS ({pid: who}) into PROCESSES ({pid: Process}), closing those gone."""
+        for pid in set(processes) - set(pids):
+            self._close_process(processes.pop(pid), now)
         for pid, who in pids.items():
-            if pid not in w.processes:
-                w.processes[pid] = Process(who, pid)
-            process = w.processes[pid]
+            if pid not in processes:
+                processes[pid] = Process(who, pid)
+            process = processes[pid]
             if self.samples % TASKS_EVERY == 0 or not process.tasks:
                 process.refresh_tasks()
             stopped = process.state() == "T"
@@ -300,13 +313,11 @@ class Sampler:
 
     def open_episodes(self, now):
         """The episodes still going on at NOW (a probe unanswered, a process stopped or starved)."""
-        found = []
         with self.lock:
-            watched = list(self.watched)
-        for w in watched:
-            if w.probe_since is not None:
-                found.append(Episode("probe", w.memcached, w.probe_since, now))
-            for p in list(w.processes.values()):
+            found = [Episode("probe", w.memcached, w.probe_since, now)
+                     for w in self.watched if w.probe_since is not None]
+            for p in [*(p for w in self.watched for p in w.processes.values()),
+                      *self.starting.values()]:
                 if p.stopped_since is not None:
                     found.append(Episode("stopped", p.who, p.stopped_since, now))
                 if p.starved_since is not None:
@@ -337,6 +348,21 @@ class Sampler:
                 self.suspect_causes.add(result.cause)
             return True
         return False
+
+
+def descendants(pid):
+    """The pids of every process PID started, and of theirs, from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{parent}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{parent}/task/{tid}/children") as f:
+                        kids = [int(k) for k in f.read().split()]
+                    found += kids
+                    todo += kids
+    return found
 
 
 def sampler_of(config):
