@@ -34,6 +34,7 @@ TASKS_EVERY = 10  # samples between two readings of a process's thread list
 STARVED = 0.8  # a thread that waited to run for this share of a sample was starved (not just slowed)
 GIVE_UP = re.compile(r"ServerDead|ServerDown|SERVER IS MARKED DEAD|SERVER HAS FAILED|"
                      r"A TIMEOUT OCCURRED|lost memcached at|cannot reach memcached at")
+BOOTING = "an app starting"  # what the checker runs that no booted app owns yet
 NAMES = {"sasl": "", "plain": " (plain)", None: " (no memcached)"}  # which boot, after a name
 
 
@@ -59,9 +60,16 @@ class Episode:
                 }[self.kind]
 
 
-def stall_line(episodes):
-    """One line for the episodes that spoiled a check, the longest first."""
-    return "; ".join(e.text() for e in sorted(episodes, key=lambda e: -e.amount))
+def stall_line(episodes, most=3):
+    """One line for the episodes that spoiled a check: each part's trouble of one kind summed,
+    the MOST longest first."""
+    merged = {}
+    for e in episodes:
+        key = (e.kind, e.who)
+        m = merged.get(key)
+        merged[key] = e if m is None else Episode(e.kind, e.who, min(m.start, e.start),
+                                                   max(m.end, e.end), m.amount + e.amount)
+    return "; ".join(e.text() for e in sorted(merged.values(), key=lambda e: -e.amount)[:most])
 
 
 def overlapping(episodes, start, end, at_least=STALL):
@@ -170,7 +178,8 @@ class Sampler:
 
     def __init__(self):
         self.episodes = []
-        self.windows = {}  # test name -> [start, end or None while it runs]
+        self.windows = {}  # test name -> [start, end or None while it runs] of its test body
+        self.setups = {}  # the same for its setup (where apps boot)
         self.watched = []
         self.starting = {}  # pid -> Process: the checker's children that no watched app owns
         self.suspect_causes = set()
@@ -211,8 +220,8 @@ class Sampler:
             self.thread.join()
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(self, item, nextitem):
-        window = self.windows[item.name] = [time.monotonic(), None]
+    def pytest_runtest_setup(self, item):
+        window = self.setups[item.name] = [time.monotonic(), None]
         try:
             return (yield)
         finally:
@@ -220,8 +229,12 @@ class Sampler:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item):
-        with harness.checking():  # boots elsewhere on the machine yield while this check runs
-            return (yield)
+        window = self.windows[item.name] = [time.monotonic(), None]
+        try:
+            with harness.checking():  # boots elsewhere on the machine yield while this check runs
+                return (yield)
+        finally:
+            window[1] = time.monotonic()
 
     # ---- the sampling thread ----
 
@@ -242,9 +255,8 @@ class Sampler:
                 # What the checker runs that no booted app owns yet: an app importing, migrating
                 # or starting (a boot that times out on a starved machine is no verdict either).
                 known = {p for w in self.watched for p in w.processes}
-                self._track(self.starting, {pid: f"a starting app's process (pid {pid})"
-                                            for pid in descendants(os.getpid()) if pid not in known},
-                            now, elapsed)
+                self._track(self.starting, {pid: BOOTING for pid in descendants(os.getpid())
+                                            if pid not in known}, now, elapsed)
             self.samples, last = self.samples + 1, now
         with self.lock:
             for w in self.watched:  # close what is still open
@@ -326,28 +338,38 @@ class Sampler:
 
     # ---- verdicts ----
 
-    def note(self, result):
-        """Set RESULT.stall from what was slow during its check; True when it is a failure the
-        machine may have caused (to be run again on a fresh boot)."""
+    def window(self, result):
+        """When RESULT's check ran: its setup for an error (the app did not start), else its body."""
+        name = result.expectation.test_name
+        first, second = (self.setups, self.windows) if result.status == "error" else (self.windows, self.setups)
         now = time.monotonic()
-        start, end = self.windows.get(result.expectation.test_name, (now, now))
+        start, end = first.get(name) or second.get(name) or (now, now)
+        return start, end or now
+
+    def note(self, result):
+        """Set RESULT.stall from what was slow during its check. For a failure the machine may
+        have caused (to be run again on a fresh boot), why: "stall" (it overlaps one), "gave up"
+        (the app's client gave up on memcached) or "follows" (it fails on the cause of a suspect
+        one); else None."""
+        start, end = self.window(result)
         with self.lock:
-            episodes = list(self.episodes)
-        stalls = overlapping(episodes + self.open_episodes(now), start, end or now)
+            episodes = self.episodes + self.open_episodes(time.monotonic())
+        if result.status != "error":  # a starved boot spoils only a boot
+            episodes = [e for e in episodes if e.who != BOOTING]
+        stalls = overlapping(episodes, start, end)
         result.stall = stall_line(stalls) or None
         if result.passed:
-            return False
+            return None
         sign = give_up_sign(result)
         if sign and not stalls:
             earlier = [e for e in episodes if e.amount >= STALL and e.start < start]
             result.stall = (f"the app's memcached client gave up on the server ({sign})"
                             + (f" after {max(earlier, key=lambda e: e.end).text()}" if earlier else ""))
-        followed = result.cause is not None and result.cause in self.suspect_causes
-        if stalls or sign or followed:
-            if result.cause:  # a later check that fails on the same cause follows from this one
-                self.suspect_causes.add(result.cause)
-            return True
-        return False
+        why = ("stall" if stalls else "gave up" if sign else
+               "follows" if result.cause is not None and result.cause in self.suspect_causes else None)
+        if why and result.cause:  # a later check that fails on the same cause follows from this one
+            self.suspect_causes.add(result.cause)
+        return why
 
 
 def descendants(pid):
@@ -377,8 +399,7 @@ def settle(first, again, first_sampler, sampler):
     again.rerun = True
     if again.passed:
         again.stall = first.stall  # a pass, with what spoiled the first run noted
-    elif overlapping(sampler.episodes, *sampler.windows.get(again.expectation.test_name, (0, 0))):
-        sampler.note(again)
+    elif sampler.note(again) in ("stall", "follows"):
         again.status, again.reason, again.app_state, again.cause = "error", "machine_stalled", "ok", None
     else:
         again.stall = None  # failed again with nothing slow: the learner's

@@ -84,6 +84,24 @@ def test_a_failure_that_follows_a_suspect_one_is_suspect_too():
     assert sampler.note(later)
 
 
+def test_a_starved_boot_spoils_a_boot_and_nothing_else():
+    sampler = sampler_with([("starved", stalls.BOOTING, 5.0, 7.0, 1.5)], WINDOWS)
+    sampler.setups = {"check_05_fresh_after_add": [4.0, 9.5]}
+    assert not sampler.note(result(observed="the list was stale after an add"))
+    did_not_start = result(status="error", reason="hung_at_start")
+    assert sampler.note(did_not_start) == "stall"
+    assert did_not_start.stall == "an app starting waited 1.5 s to run"
+
+
+def test_the_stall_line_sums_each_parts_trouble_and_keeps_the_longest():
+    line = stalls.stall_line([stalls.Episode(*e) for e in [
+        ("checker", "the checker", 1, 1.6), ("checker", "the checker", 3, 3.7),
+        ("stopped", "memcached", 1, 3.1), ("starved", "gunicorn", 1, 2, 0.5),
+        ("probe", "memcached (plain)", 2, 2.6)]])
+    assert line == ("memcached was stopped (T) for 2.1 s; the checker itself was not scheduled "
+                    "for 1.3 s; memcached (plain) answered no probe for 0.6 s")
+
+
 def test_a_pass_is_never_retried_but_notes_the_stall():
     sampler = sampler_with(FROZEN, WINDOWS)
     passed = result(status="pass")
