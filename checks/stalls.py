@@ -373,17 +373,17 @@ class Sampler:
 
 
 def descendants(pid):
-    """The pids of every process PID started, and of theirs, from /proc."""
-    found, todo = [], [pid]
+    """The pids of every process PID started (from any of its threads), and of theirs (from
+    their main thread: an app's processes start theirs there), from /proc."""
+    found, todo = [], []
+    with contextlib.suppress(OSError):
+        todo = [f"/proc/{pid}/task/{tid}/children" for tid in os.listdir(f"/proc/{pid}/task")]
     while todo:
-        parent = todo.pop()
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{parent}/task"):
-                with contextlib.suppress(OSError, ValueError):
-                    with open(f"/proc/{parent}/task/{tid}/children") as f:
-                        kids = [int(k) for k in f.read().split()]
-                    found += kids
-                    todo += kids
+        with contextlib.suppress(OSError, ValueError):
+            with open(todo.pop()) as f:
+                kids = [int(k) for k in f.read().split()]
+            found += kids
+            todo += [f"/proc/{kid}/task/{kid}/children" for kid in kids]
     return found
 
 
