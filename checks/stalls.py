@@ -201,8 +201,9 @@ class Sampler:
     def _write_pids(self):
         if not self.pids_file:
             return
-        data = {w.cache or "none": {"memcached_port": w.app.memcached.port if w.app.memcached else None,
-                                    **w.pids()} for w in self.watched}
+        with self.lock:
+            data = {w.cache or "none": {"memcached_port": w.app.memcached.port if w.app.memcached
+                                        else None, **w.pids()} for w in self.watched}
         tmp = f"{self.pids_file}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)
