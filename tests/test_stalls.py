@@ -306,3 +306,22 @@ def test_a_broken_app_still_fails_under_the_same_freezes(tmp_path, services_env,
     assert during and code == 1, output
     failed = {t["id"] for t in data["tests"] if t["status"] == "fail"}
     assert set(spec["fails"]) <= failed, output
+
+
+# ---- less contention: boots yield to running checks ---------------------------------------------
+
+def test_a_running_check_is_seen_machine_wide_and_a_yielding_boot_serves_at_full_priority(services_env):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from runtime import harness\n"
+                               "with harness.checking():\n    print('held', flush=True); sys.stdin.read()"],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert harness.checks_running()
+    finally:
+        holder.communicate("")
+    with harness.run_app(FOLDERS["04"], cache=None, nice=harness.NICE) as app:
+        pids = [app.servers[0].proc.pid, *stalls.descendants(app.servers[0].proc.pid)]
+        niceness = {os.getpriority(os.PRIO_PROCESS, int(tid))
+                    for pid in pids for tid in os.listdir(f"/proc/{pid}/task")}
+    # Only root may lower a niceness again: elsewhere the app keeps the one it booted with.
+    assert niceness == ({0} if os.geteuid() == 0 else {harness.NICE})
