@@ -283,8 +283,8 @@ def test_a_correct_checkpoint_with_a_frozen_memcached_is_never_blamed(tmp_path, 
     assert not blamed_on_the_learner(data), output
     stalled = [t for t in data["tests"] if t["status"] == "error"]
     assert (code == 3) == bool(stalled) == bool(data["machine_stalled"])
-    assert any(t["stall"] and "memcached" in t["stall"] for t in data["tests"]), \
-        "no verdict noted the frozen memcached"
+    for test in data["tests"]:  # a rerun says what spoiled the first run, or the second
+        assert not test["rerun"] or test["stall"], test
 
 
 @pytest.mark.parametrize("stage", ["05", "08"])
