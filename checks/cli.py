@@ -140,10 +140,14 @@ def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=
 
     results = run_pytest(stages, [str(STAGES_FILE), *args, *junit_args], sampler, first, extra)
     if suspects:
+        unrun = [name for name in sampler.collected if name not in results.results]  # after -x
         fresh = stalls.Sampler()
-        again = run_pytest(stages, [f"{STAGES_FILE}::{name}" for name in suspects] + args, fresh)
-        for name in suspects:
-            if name in again.results:
+        again = run_pytest(stages, [f"{STAGES_FILE}::{name}" for name in suspects + unrun] + args,
+                           fresh)
+        for name in [n for n in suspects + unrun if n in again.results or n in results.results]:
+            if name in unrun:
+                results.results[name] = again.results[name]
+            elif name in again.results:
                 results.results[name] = stalls.settle(results.results[name], again.results[name],
                                                       sampler, fresh)
             if listener:

@@ -180,6 +180,7 @@ class Sampler:
         self.episodes = []
         self.windows = {}  # test name -> [start, end or None while it runs] of its test body
         self.setups = {}  # the same for its setup (where apps boot)
+        self.collected = []  # the names of the checks this session runs
         self.watched = []
         self.starting = {}  # pid -> Process: the checker's children that no watched app owns
         self.suspect_causes = set()
@@ -214,6 +215,9 @@ class Sampler:
     def pytest_sessionstart(self, session):
         self.thread = threading.Thread(target=self._run, name="stall-sampler", daemon=True)
         self.thread.start()
+
+    def pytest_collection_finish(self, session):
+        self.collected = [item.name for item in session.items]
 
     def pytest_sessionfinish(self, session):
         self.done.set()
