@@ -17,6 +17,7 @@ import traceback
 
 import pytest
 
+from checks import stalls
 from checks.manifest import ROOT, expectations_by_test, load_manifest
 from checks.results import Result
 
@@ -50,6 +51,8 @@ def pytest_configure(config):
     # The CLI passes its own Results; plain `pytest -p checks.plugin` gets one here.
     if not any(isinstance(p, Results) for p in config.pluginmanager.get_plugins()):
         config.pluginmanager.register(Results(stages), "workshop-results")
+    if stalls.sampler_of(config) is None:
+        config.pluginmanager.register(stalls.Sampler(), "workshop-stalls")
 
 
 def pytest_collection_modifyitems(config, items):

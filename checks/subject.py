@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from checks import causes
+from checks import causes, stalls
 from runtime import harness, memcached, processes
 from runtime.visitor import Visitor
 
@@ -245,11 +245,17 @@ class Boot:
         self.thread.start()
 
     def _start(self):
+        # Yield to running checks: always for the app without memcached, which boots during
+        # this run's own first checks, else when a check of another app runs on this machine.
+        nice = harness.NICE if self.cache is None or harness.checks_running() else 0
         try:
             app = self.stack.enter_context(harness.run_app(
                 Path(self.config.getoption("--app")), database="sqlite", cache=self.cache,
-                boot_timeout=self.config.getoption("--boot-timeout")))
+                boot_timeout=self.config.getoption("--boot-timeout"), nice=nice))
             self.subject = Subject(app, self.config.getoption("--request-timeout"), self.health)
+            sampler = stalls.sampler_of(self.config)
+            if sampler is not None:
+                sampler.watch(self.cache, app)
         except harness.HarnessError as exc:
             self.error = boot_problem(exc)
         except BaseException as exc:  # handed to the test that waits for this app

@@ -4,15 +4,19 @@ Binary protocol, with SASL PLAIN when a username is given (a SASL memcached spea
 `stats`, `counters`, `reset`, `flush` and `get`. pylibmc's get_stats returns only a fixed subset
 (no delete_hits, no delete_misses), so the harness, the checker and the dashboard read counters here.
 
+`Probe`: a round trip that moves none of the counters the checks read (binary VERSION, which a
+SASL memcached answers before any login), polled without ever blocking its caller.
+
 Text protocol, plain instances only: `metadump` (every item with its expiry and size), `keys` and
 `raw_get`.
 """
+import select
 import socket
 import struct
 import urllib.parse
 
 HEADER = struct.Struct(">BBHBBHIIQ")
-OP_GET, OP_FLUSH, OP_STAT, OP_SASL_AUTH = 0x00, 0x08, 0x10, 0x21
+OP_GET, OP_FLUSH, OP_STAT, OP_VERSION, OP_SASL_AUTH = 0x00, 0x08, 0x10, 0x0b, 0x21
 STATUS_KEY_NOT_FOUND = 0x01
 
 
@@ -107,6 +111,50 @@ def get(address, key, username=None, password=None):
     if status:
         raise MemcachedError(f"memcached at {address} refused get (status {status:#x})")
     return value
+
+
+class Probe:
+    """memcached's round trip, by a VERSION request on one connection kept open (no new
+    connection, no login and no get or set per probe, so no counter the checks read moves)."""
+
+    def __init__(self, address, wait=0.005):
+        host, _, port = address.rpartition(":")
+        self.target = (host or "127.0.0.1", int(port))
+        self.wait = wait  # how long poll() waits for a fast answer before it returns
+        self.sock = self.sent = None
+        self.data = b""
+
+    def poll(self, now):
+        """Advance the probe at monotonic time NOW: (when the request in question was sent, and
+        whether it has been answered), or None while memcached cannot be reached at all."""
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection(self.target, timeout=0.5)
+                self.sock.setblocking(False)
+            if self.sent is None:
+                self.sock.send(HEADER.pack(0x80, OP_VERSION, 0, 0, 0, 0, 0, 0, 0))
+                self.sent, self.data = now, b""
+                select.select([self.sock], [], [], self.wait)
+            try:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    raise OSError("memcached closed the connection")
+                self.data += chunk
+            except BlockingIOError:
+                pass
+        except OSError:
+            self.close()
+            return None
+        sent, size = self.sent, HEADER.size
+        if len(self.data) >= size and len(self.data) >= size + HEADER.unpack(self.data[:size])[6]:
+            self.sent = None
+            return sent, True
+        return sent, False
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.sent = None
 
 
 # ---- the text protocol: plain instances only --------------------------------------------------
