@@ -22,6 +22,7 @@ help:
 	@echo "make progress [APP=dir]          every stage, DONE or PENDING"
 	@echo "make dashboard [PORT=n]          memcached's counters at http://127.0.0.1:5050"
 	@echo "make grade DIRS=\"class/*\" [FORMAT=markdown]   grade a class (table, CSV, JSON, Markdown, JUnit)"
+	@echo "make deploy-check [APP=dir]      rehearse eb deploy of final/ (or your app) on this machine"
 	@echo "make doctor      diagnose Python, packages, services, the SASL plugin and ports"
 	@echo "README.md lists every command."
 
@@ -72,8 +73,10 @@ doctor: setup
 dashboard: services
 	@$(call CHOSEN_PORT,dashboard); $(PY) -m instruments.dashboard --port $$port
 
+# make deploy-check [APP=dir]: rehearse `eb deploy` of APP (bundled as the EB CLI bundles a folder),
+# or of the repository root (which serves final/) when no APP is given on the command line.
 deploy-check: services
-	@$(PY) -m rehearsal
+	@$(PY) -m rehearsal $(if $(filter command line,$(origin APP)),--dir "$(APP)",)
 
 bench: services
 	@$(PY) -m instruments.bench
