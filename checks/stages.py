@@ -17,6 +17,7 @@ import subprocess
 import sys
 from urllib.parse import urljoin
 
+from checks import probes
 from checks.stored import pickled_globals, signed_data
 from checks.subject import AppProblem, expect
 from rehearsal.bundle import walk_tree
@@ -292,6 +293,32 @@ def check_05_fresh_after_delete(app):
     visitor.delete_task(task, follow=False)
     expect(not shows(app.visitor().get("/").text, name),
            f"the next load after deleting {name!r} still shows it")
+
+
+def check_05_invalidated_after_commit(app):
+    visitor, name = app.visitor(), new_name("after commit")
+    form = visitor.add_form()
+    visitor.get("/")
+    visitor.get("/")  # cached
+    held = probes.held_at_commit(app)
+    expect(held is not None, "the app made no SQLite database in its folder (check 02 names why)")
+    with held, app.counters() as early:
+        expect(held.journal_modes() <= {"delete", "truncate", "persist", "memory"}, "the app's "
+               f"SQLite database is in {'/'.join(held.journal_modes())} mode: a reader does not hold "
+               "its commit back, so the order cannot be judged", "journal_mode")
+        posting = probes.in_background(
+            lambda: visitor.submit(form, {form.texts[0]: name}, follow=False))
+        reached = held.wait_for_commit(posting, app.request_timeout)
+    posting.result()  # the commit goes on once the read ends; its own failures are raised here
+    if not reached:
+        app.flush()
+        expect(shows(app.visitor().get("/").text, name), f"adding {name!r} stored nothing, nor "
+               "did it wait at a commit", "not_stored")
+        return  # committed without waiting on the read: nothing to judge the order by
+    moved = probes.cache_writes(early)
+    expect(not moved, f"while the add of {name!r} waited at its commit (the database held by a "
+           f"reader), memcached already counted {', '.join(f'{k} {v:+d}' for k, v in moved.items())}"
+           ": the cache was invalidated before the write was committed", "before_commit")
 
 
 # ---- 06 memoize --------------------------------------------------------------------------------

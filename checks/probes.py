@@ -1,0 +1,108 @@
+"""What some checks need beyond a page and a counter: the app's database held at its commit,
+the learner's own source read for what it already calls, and pages seen by several visitors.
+"""
+import contextlib
+import fcntl
+import os
+import re
+import sqlite3
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from runtime import harness
+
+# memcached's counters that a write to the cache moves (a set, a delete, a version bumped).
+WRITES = ("cmd_set", "delete_hits", "delete_misses", "incr_hits", "incr_misses", "cas_hits",
+          "cas_misses")
+POLL = 0.01  # seconds between two looks at the database's lock
+PENDING_BYTE = 0x40000000  # where SQLite's unix VFS takes its PENDING lock (os_unix.c)
+FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
+
+
+class HeldAtCommit:
+    """A read transaction on each of the app's SQLite files: in SQLite's rollback-journal mode a
+    writer may take its RESERVED lock and write, but its COMMIT waits (in the app's busy timeout,
+    5 s by default) until the read ends. While it waits it holds a write lock on SQLite's PENDING
+    byte: another process's lock that this one can see with F_GETLK, and the proof that the request
+    reached its commit. (A second SQLite connection here would not see it: SQLite shares one
+    process's locks among its connections.)"""
+
+    def __init__(self, files):
+        self.files = files
+        self.readers, self.fds = [], []
+
+    def __enter__(self):
+        for path in self.files:
+            # Opened first and closed last: closing any descriptor of a file drops every POSIX
+            # lock this process holds on it, the reader's too.
+            self.fds.append(os.open(path, os.O_RDONLY))
+            reader = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchall()  # takes the SHARED lock
+            self.readers.append(reader)
+        return self
+
+    def journal_modes(self):
+        return {r.execute("PRAGMA journal_mode").fetchone()[0].lower() for r in self.readers}
+
+    def committing(self):
+        """True while another process holds the PENDING byte for writing: a writer at its commit."""
+        for fd in self.fds:
+            query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, PENDING_BYTE, 1, 0)
+            held = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+            if held[0] == fcntl.F_WRLCK:
+                return True
+        return False
+
+    def wait_for_commit(self, request, limit):
+        """Poll until the writer waits at its commit (True), or REQUEST ends or LIMIT passes (False)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not request.done():
+            if self.committing():
+                return True
+            time.sleep(POLL)
+        return self.committing()
+
+    def __exit__(self, *exc):
+        for reader in self.readers:
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()  # ends the read transaction: the app's commit goes on
+        for fd in self.fds:
+            os.close(fd)
+
+
+def held_at_commit(subject):
+    files = harness.database_files(subject.app.workdir)
+    return HeldAtCommit([str(p) for p in files]) if files else None
+
+
+def in_background(call):
+    """CALL running in a thread of its own; its future (result() re-raises what it raised)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(call)
+    pool.shutdown(wait=False)
+    return future
+
+
+def cache_writes(delta):
+    return {k: delta.get(k, 0) for k in WRITES if delta.get(k, 0)}
+
+
+# ---- the learner's source ----------------------------------------------------------------------
+
+def source_text(app_dir, suffixes=(".py",)):
+    """Every file of the learner's app with one of SUFFIXES, joined (migrations left out)."""
+    parts = []
+    for path in sorted(app_dir.rglob("*")):
+        rel = path.relative_to(app_dir).parts
+        if path.suffix in suffixes and path.is_file() and not {"migrations", "instance", "__pycache__",
+                                                               ".venv", "venv"} & set(rel):
+            parts.append(path.read_text(errors="replace"))
+    return "\n".join(parts)
+
+
+def calls(app_dir, pattern, suffixes=(".py",)):
+    """Whether the learner's source holds PATTERN (a regular expression) outside a comment."""
+    text = re.sub(r"#.*", "", source_text(app_dir, suffixes))
+    return re.search(pattern, text) is not None
