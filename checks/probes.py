@@ -9,8 +9,10 @@ import sqlite3
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urljoin, urlsplit
 
-from runtime import harness
+from runtime import harness, memcached
+from runtime.taskpage import links, texts
 
 # memcached's counters that a write to the cache moves (a set, a delete, a version bumped).
 WRITES = ("cmd_set", "delete_hits", "delete_misses", "incr_hits", "incr_misses", "cas_hits",
@@ -106,3 +108,59 @@ def calls(app_dir, pattern, suffixes=(".py",)):
     """Whether the learner's source holds PATTERN (a regular expression) outside a comment."""
     text = re.sub(r"#.*", "", source_text(app_dir, suffixes))
     return re.search(pattern, text) is not None
+
+
+# ---- pages seen by several visitors ------------------------------------------------------------
+
+MAX_PAGES = 4  # the list and the pages it links to: /me and the like
+
+
+def own_pages(page, base_url):
+    """"/" and the pages of this app that PAGE links to (no static files), at most MAX_PAGES."""
+    paths = ["/"]
+    for href in links(page):
+        target = urlsplit(urljoin(base_url, href))
+        if target.netloc != urlsplit(base_url).netloc or "." in target.path.rsplit("/", 1)[-1]:
+            continue
+        path = target.path + (f"?{target.query}" if target.query else "")
+        if path not in paths and "/static/" not in path:
+            paths.append(path)
+    return paths[:MAX_PAGES]
+
+
+class Seen:
+    """One visitor's view of a page: its text, and memcached's counters around the request."""
+
+    def __init__(self, who, path, response, delta):
+        self.who, self.path, self.texts, self.delta = who, path, set(texts(response.text)), delta
+
+    @property
+    def from_cache(self):
+        return self.delta.get("get_hits", 0) >= 1 and not self.delta.get("get_misses", 0) \
+            and not self.delta.get("cmd_set", 0)
+
+    def how(self):
+        hits, misses = self.delta.get("get_hits", 0), self.delta.get("get_misses", 0)
+        return ("served from the cache: " if self.from_cache else "") + f"get_hits {hits:+d}, " \
+            f"get_misses {misses:+d}"
+
+
+def session_keys(keys, visitors):
+    """The KEYS named after one of VISITORS' cookies (its value, or the part before a signature)."""
+    ids = {sid for v in visitors for c in v.http.cookies for sid in (c.value, c.value.split(".")[0])
+           if len(sid) >= 8}
+    return {k for k in keys if any(k.endswith(sid) for sid in ids)}
+
+
+def forget_pages(subject, visitors):
+    """Delete every key of a plain memcached but the sessions of VISITORS: what the app cached
+    goes, what each visitor's history left in its session stays."""
+    keys = subject.keys()
+    for key in set(keys) - session_keys(keys, visitors):
+        memcached.raw_delete(subject.app.memcached.port, key)
+
+
+def look(subject, who, visitor, path):
+    with subject.counters() as delta:
+        response = visitor.get(path)
+    return Seen(who, path, response, delta)

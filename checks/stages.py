@@ -455,6 +455,42 @@ def check_08_flash_not_shared(app):
     assert not leaked, f"another visitor's page shows the first visitor's message {leaked[0]!r}"
 
 
+def check_08_visitors_apart(listing_app):
+    app, who = listing_app, ("the first visitor", "the second visitor", "a new visitor")
+    first, second, newcomer = visitors = [app.visitor() for _ in who]
+    names = {who[0]: new_name("first's own"), who[1]: new_name("second's own")}
+    first.add_task(names[who[0]])
+    second.add_task(names[who[1]])
+    form = first.add_form()
+    paths = probes.own_pages(first.page.text, app.app.url)
+    first.submit(form, {form.texts[0]: ""}, follow=False)  # a message now waits in its session
+    probes.forget_pages(app, visitors)
+    seen = []
+    for path in paths:  # the first renders each page; the others may then get it from the cache
+        seen.append(probes.look(app, who[0], first, path))
+        seen += [probes.look(app, who[1], second, path) for _ in range(2)]
+        seen.append(probes.look(app, who[2], newcomer, path))
+    public, private = {}, {}
+    for path in paths:  # each page rendered afresh: for no one in particular, then for the second
+        probes.forget_pages(app, visitors)
+        public[path] = set(texts(app.visitor().get(path).text))
+        probes.forget_pages(app, visitors)
+        private[who[1], path] = set(texts(second.get(path).text)) - public[path]
+    flashed = seen[0].texts - public["/"] - private[who[1], "/"]
+    for s in seen:
+        if s.who == who[0]:
+            mark = flashed if s is seen[0] else {t for t in s.texts if names[who[0]] in t}
+            private[who[0], s.path] = private.get((who[0], s.path), set()) | (mark - public[s.path])
+    for s in seen:
+        for owner in names:
+            leaked = sorted(s.texts & private.get((owner, s.path), set())) if owner != s.who else []
+            expect(not leaked, f"{s.who}'s GET {s.path} ({s.how()}) showed {owner}'s "
+                   f"{leaked[0] if leaked else ''!r}", "cached_page" if s.from_cache else "shared")
+    expect(any(s.from_cache for s in seen if s.path == "/" and s.who != who[0]),
+           "no other visitor's load of / was served from the cache, so nothing here was shared "
+           "through it", "not_cached")
+
+
 # ---- 09 sessions -------------------------------------------------------------------------------
 
 def flash_in_session(app):

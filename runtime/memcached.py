@@ -4,8 +4,8 @@ Binary protocol, with SASL PLAIN when a username is given (a SASL memcached spea
 `stats`, `counters`, `reset`, `flush` and `get`. pylibmc's get_stats returns only a fixed subset
 (no delete_hits, no delete_misses), so the harness, the checker and the dashboard read counters here.
 
-Text protocol, plain instances only: `metadump` (every item with its expiry and size), `keys` and
-`raw_get`.
+Text protocol, plain instances only: `metadump` (every item with its expiry and size), `keys`,
+`raw_get` and `raw_delete`.
 """
 import socket
 import struct
@@ -141,6 +141,11 @@ def metadump(port, host="127.0.0.1"):
 
 def keys(port, host="127.0.0.1"):
     return [item["key"] for item in metadump(port, host)]
+
+
+def raw_delete(port, key, host="127.0.0.1"):
+    """Delete KEY from a plain memcached; whether it was there."""
+    return text_command(port, f"delete {key}\r\n".encode(), end=b"\r\n", host=host) == b"DELETED\r\n"
 
 
 def raw_get(port, key, host="127.0.0.1"):
