@@ -5,23 +5,20 @@ them and attaches the manifest's hint to each failure. Where one expectation can
 than one way, the check says which with `expect(..., reason)`, and the manifest holds the hint
 for each reason. The fixtures `app`, `listing_app` and `app_without_memcached` are the running
 app (checks/subject.py), booted once per configuration for the whole run, so every check leaves
-the app usable and names its own tasks. Only stage 03 reads files (the deploy
-configuration, by the same rules as `make deploy-check`); every other check judges what the app
-does, through HTTP and memcached's own counters.
+the app usable and names its own tasks. Only stage 03 reads files (the deploy configuration
+of the bundle `eb deploy` would upload, by the same rules as `make deploy-check`); every other
+check judges what the app does, through HTTP and memcached's own counters.
 """
-import functools
 import os
-import re
 import secrets
 import subprocess
 import sys
 from urllib.parse import urljoin
 
 from checks import probes
+from checks.bundled import judge_bundle, no_findings
 from checks.stored import pickled_globals, signed_data
 from checks.subject import AppProblem, expect
-from rehearsal.bundle import walk_tree
-from rehearsal.rules import judge
 from runtime.taskpage import new_texts, occurrences, shows, task_id, task_ids, texts
 
 
@@ -122,84 +119,47 @@ def check_02_no_double_add(app):
 
 
 # ---- 03 the deploy files -----------------------------------------------------------------------
-# The one stage judged by reading files: what Elastic Beanstalk reads from the bundle's root, by
-# the rules `make deploy-check` applies (rehearsal/rules.py), each finding under the check it
-# belongs to.
-
-def deploy_root(app_dir):
-    """APP_DIR if it holds .ebextensions/, else the nearest parent that does and deploys APP_DIR."""
-    if (app_dir / ".ebextensions").is_dir():
-        return app_dir
-    for parent in app_dir.parents:
-        if (parent / ".ebextensions").is_dir():
-            # A parent's config counts only if it names this folder (a Procfile's --chdir, a cd).
-            relative = re.escape(app_dir.relative_to(parent).as_posix())
-            files = [parent / "Procfile", *sorted((parent / ".ebextensions").glob("*.config"))]
-            text = "\n".join(p.read_text(errors="replace") for p in files if p.is_file())
-            return parent if re.search(rf"(?<![\w./-]){relative}(?![\w.-])", text) else None
-    return None
-
-
-def deploy_findings(app_dir):
-    """The deploy rules' findings on APP_DIR's bundle root, one list per check of stage 03."""
-    root = deploy_root(app_dir)
-    expect(root is not None, f"{app_dir.name}/ has no .ebextensions/ folder (nor does a parent "
-           "folder that deploys it)", "no_ebextensions")
-    return (root, *judged_findings(root))
-
-
-@functools.cache
-def judged_findings(root):
-    """Judged once per run: the four checks of stage 03 share it (one rule imports the app)."""
-    judged = judge(root, [f".ebextensions/{f}" for f in walk_tree(root / ".ebextensions")])
-    config = [f for found in judged.by_config.values() for f in found]
-    commands = [f for f in config if ": container_commands" in f.where]
-    return judged, {
-        "ebextensions": [*judged.unreadable, *(f for f in config if f not in commands),
-                         *judged.static_files],
-        "migration_command": commands,
-        "requirements": judged.requirements + judged.runtime_needs,  # the second only without the first
-        "entry_point": judged.entry_point,
-    }
-
-
-def no_findings(findings, reason=None):
-    expect(not findings, "; ".join(map(str, findings)), reason)
-
+# The one stage judged by reading files, and the files of the bundle `eb deploy` would upload
+# (checks/bundled.py): what Elastic Beanstalk reads from its root, by the rules `make
+# deploy-check` applies (rehearsal/rules.py), each finding under the check it belongs to.
 
 def check_03_ebextensions(app_dir):
-    root, judged, findings = deploy_findings(app_dir)
-    expect(judged.configs or judged.unreadable, f"{root.name}/.ebextensions/ holds no *.config file",
-           "no_ebextensions")
-    no_findings(findings["ebextensions"])
+    def check(view):
+        expect(view.judged.configs or view.judged.unreadable,
+               f"{view.name}/.ebextensions/ holds no *.config file", "no_ebextensions")
+        no_findings(view.findings["ebextensions"])
+    judge_bundle(app_dir, check)
 
 
 def check_03_migration_command(app_dir):
-    _, judged, findings = deploy_findings(app_dir)
-    no_findings(findings["migration_command"])
-    expect(any("db upgrade" in str(spec.get("command")) for config in judged.configs
-               for spec in (config.data.get("container_commands") or {}).values()
-               if isinstance(spec, dict)), "no container_commands entry runs `flask db upgrade`")
+    def check(view):
+        no_findings(view.findings["migration_command"])
+        expect(any("db upgrade" in str(spec.get("command")) for config in view.judged.configs
+                   for spec in (config.data.get("container_commands") or {}).values()
+                   if isinstance(spec, dict)), "no container_commands entry runs `flask db upgrade`")
+    judge_bundle(app_dir, check)
 
 
 def check_03_entry_point(app_dir):
-    no_findings(deploy_findings(app_dir)[2]["entry_point"])
+    judge_bundle(app_dir, lambda view: no_findings(view.findings["entry_point"]))
 
 
 def check_03_requirements(app_dir):
-    root, judged, findings = deploy_findings(app_dir)
-    path = root / "requirements.txt"
-    expect(path.is_file(), f"{root.name}/ has no requirements.txt next to .ebextensions/", "no_file")
-    no_findings(findings["requirements"], "missing_requirement" if judged.runtime_needs else None)
-    # A dry run against the packages installed for the workshop: offline, and no build.
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PIP_NO_INPUT": "1"}
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
-                             "--quiet", "-r", path.name], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=120)
-    problems = [l.removeprefix("ERROR: ") for l in result.stderr.splitlines() if l.startswith("ERROR")]
-    expect(result.returncode == 0, "requirements.txt does not resolve: " + (
-        "; ".join(problems) or result.stderr.strip()[-300:]), "unresolvable")
+    def check(view):
+        path = view.root / "requirements.txt"
+        expect(path.is_file(), f"{view.name}/ has no requirements.txt next to .ebextensions/", "no_file")
+        no_findings(view.findings["requirements"],
+                    "missing_requirement" if view.judged.runtime_needs else None)
+        # A dry run against the packages installed for the workshop: offline, and no build.
+        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+               "PIP_NO_INPUT": "1"}
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
+                                 "--quiet", "-r", path.name], cwd=view.root, env=env,
+                                capture_output=True, text=True, timeout=120)
+        problems = [l.removeprefix("ERROR: ") for l in result.stderr.splitlines() if l.startswith("ERROR")]
+        expect(result.returncode == 0, "requirements.txt does not resolve: " + (
+            "; ".join(problems) or result.stderr.strip()[-300:]), "unresolvable")
+    judge_bundle(app_dir, check)
 
 
 # ---- 04 the query cache ------------------------------------------------------------------------

@@ -53,13 +53,21 @@ def materialise(name, target, base=None):
     spec = tomllib.loads((BROKEN / name / "fixture.toml").read_text())
     shutil.copytree(STEPS / (base or spec["base"]), target,
                     ignore=shutil.ignore_patterns("__pycache__", "instance", "*.pyc"))
+    originals = {}
     for edit in spec.get("edit", []):
         path = target / edit["file"]
         text = path.read_text()
+        originals.setdefault(path, text)
         if edit["old"] not in text:
             raise AssertionError(f"fixture {name}: {edit['file']} of {base or spec['base']} no longer holds "
                                  f"{edit['old']!r}; update tests/fixtures/broken/{name}")
         path.write_text(text.replace(edit["old"], edit["new"]))
+    if spec.get("uncommitted_fix"):  # the mistake committed, the step's own files back uncommitted
+        git = ["git", "-C", str(target), "-c", "user.name=learner", "-c", "user.email=learner@example.com"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "deploy files"]):
+            subprocess.run(git + args, check=True, capture_output=True)
+        for path, text in originals.items():
+            path.write_text(text)
     return spec
 
 
