@@ -141,7 +141,7 @@ class Results:
         for key, value in report.user_properties:
             if key == "observed":
                 result.observed = value
-            elif key in ("output", "app_state", "cause", "reason"):
+            elif key in ("output", "app_state", "cause", "reason", "layer"):
                 setattr(result, key, value)
         if report.failed and report.when in ("setup", "call") and result.status == "pass":
             result.status = "error" if report.when == "setup" else "fail"
@@ -215,6 +215,8 @@ def pytest_runtest_makereport(item, call):
             record(("cause", cause))
         if getattr(exc, "reason", None):
             record(("reason", exc.reason))
+        if getattr(exc, "layer", None):
+            record(("layer", exc.layer))
         output = getattr(exc, "output", None)
         if cause:
             pass  # the cause is the output that matters; the results file stays small

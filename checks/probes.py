@@ -110,6 +110,17 @@ def calls(app_dir, pattern, suffixes=(".py",)):
     return re.search(pattern, text) is not None
 
 
+def from_cache(delta):
+    """Whether a request with counters DELTA was answered from the cache: hits, no miss, no set."""
+    return delta.get("get_hits", 0) >= 1 and not delta.get("get_misses") and not delta.get("cmd_set")
+
+
+def view_layer(app_dir, delta):
+    """Whether a load with counters DELTA came from the view cache (stage 08's layer): the page
+    came whole from the cache, and the learner's source caches a view."""
+    return delta.get("cmd_get", 0) == 1 and from_cache(delta) and calls(app_dir, r"\bcached\s*\(")
+
+
 # ---- pages seen by several visitors ------------------------------------------------------------
 
 MAX_PAGES = 4  # the list and the pages it links to: /me and the like
@@ -136,8 +147,7 @@ class Seen:
 
     @property
     def from_cache(self):
-        return self.delta.get("get_hits", 0) >= 1 and not self.delta.get("get_misses", 0) \
-            and not self.delta.get("cmd_set", 0)
+        return from_cache(self.delta)
 
     def how(self):
         hits, misses = self.delta.get("get_hits", 0), self.delta.get("get_misses", 0)

@@ -223,27 +223,38 @@ def check_04_stale_list(app, observe):
 
 # ---- 05 invalidation ---------------------------------------------------------------------------
 
-def check_05_fresh_after_add(app):
+def check_05_fresh_after_add(app, app_dir):
     visitor, name = app.visitor(), new_name("fresh add")
     visitor.get("/")
     visitor.get("/")  # the list is cached now
     visitor.add_task(name, follow=False)
-    if not shows(app.visitor().get("/").text, name):
-        not_shown_after_add(app, name, None)
+    next_load(app, app_dir, name, "05")
 
 
-def not_shown_after_add(app, name, reason="add"):
-    """Fail for a task the next load did not show: with REASON when a flush brings it back (the
-    cache was not invalidated), with "not_stored" when even that does not."""
+def next_load(app, app_dir, name, stage, reason=None, shown=True):
+    """The next load by a new visitor, and memcached's counters around it; it fails unless it
+    shows NAME (or, SHOWN false, no longer shows it). A page that a flush puts right was stale:
+    named as the view cache's of stage 08 when it came whole from the cache of an app that caches
+    its view and STAGE is an earlier one, else for REASON. One that a flush does not put right is
+    the write's own failure."""
+    with app.counters() as delta:
+        page = app.visitor().get("/").text
+    if shows(page, name) == shown:
+        return page, delta
+    write = "adding" if shown else "deleting"
+    seen = f"the next load after {write} {name!r} " + ("does not show it" if shown else "still shows it")
     app.flush()
-    stored = shows(app.visitor().get("/").text, name)
-    expect(False, f"the next load after adding {name!r} does not show it"
-           + (" (after a flush it does: the cache was not invalidated)" if stored
-              else ", nor does a load after a flush: it was not stored"),
-           reason if stored else "not_stored")
+    expect(shows(app.visitor().get("/").text, name) == shown, f"{seen}, nor does a load after a "
+           "flush: " + ("it was not stored" if shown else "it was not deleted"),
+           "not_stored" if shown else None)
+    layer = "08" if stage < "08" and probes.view_layer(app_dir, delta) else None
+    expect(False, f"{seen} (after a flush it does{'' if shown else ' not'}: the cache was not "
+           "invalidated)" + (
+        f"; the page came whole from the cache ({deltas(delta, 'get_hits', 'get_misses', 'cmd_set')})"
+        ", which is the view cache of stage 08" if layer else ""), "view_cache" if layer else reason, layer)
 
 
-def check_05_fresh_after_delete(app):
+def check_05_fresh_after_delete(app, app_dir):
     visitor, name = app.visitor(), new_name("fresh delete")
     visitor.add_task(name)
     app.flush()
@@ -251,8 +262,7 @@ def check_05_fresh_after_delete(app):
     task = task_id(page, name)
     expect(task, f"the list does not show {name!r} after a flush", "not_stored")
     visitor.delete_task(task, follow=False)
-    expect(not shows(app.visitor().get("/").text, name),
-           f"the next load after deleting {name!r} still shows it")
+    next_load(app, app_dir, name, "05", shown=False)
 
 
 def check_05_invalidated_after_commit(app):
@@ -295,7 +305,7 @@ def check_06_memoize_keys(listing_app):
         f"after a load, memcached holds {listed(keys)}; none is a memoize version key (…_memver)"
 
 
-def check_06_memoize_invalidated(listing_app):
+def check_06_memoize_invalidated(listing_app, app_dir):
     app, name = listing_app, new_name("memoize")
     visitor = app.visitor()
     visitor.get("/")
@@ -307,9 +317,7 @@ def check_06_memoize_invalidated(listing_app):
     expect(any(after.get(k) != v for k, v in before.items()), f"after adding a task, "
            f"{listed(before)} still holds the same version: the memoized query was not invalidated",
            "add")
-    page = visitor.get("/").text
-    task = task_id(page, name)
-    expect(task, f"the next load after adding {name!r} does not show it", "not_stored")
+    task = task_id(next_load(app, app_dir, name, "06")[0], name)
     before = memoize_versions(app)
     visitor.delete_task(task, follow=False)
     after = memoize_versions(app)
@@ -320,33 +328,35 @@ def check_06_memoize_invalidated(listing_app):
 
 # ---- 07 fragments ------------------------------------------------------------------------------
 
-def check_07_fragments_reused(app):
-    visitor = app.visitor()
+def check_07_fragments_reused(app, app_dir):
+    visitor, name = app.visitor(), new_name("fragment new")
     for _ in range(3):
         visitor.add_task(new_name("fragment"))
     visitor.get("/")
     before = task_ids(visitor.get("/").text)  # every row rendered once, so cached
-    visitor.add_task(new_name("fragment new"), follow=False)
-    with app.counters() as delta:
-        after = task_ids(app.visitor().get("/").text)
+    visitor.add_task(name, follow=False)
+    page, delta = next_load(app, app_dir, name, "07")
+    after = task_ids(page)
     kept = len(set(before) & set(after))
     expect(delta["get_hits"] >= kept,
            f"after adding a task, the next load of {kept} rows that were already there added "
            f"{deltas(delta, 'get_hits', 'get_misses')}")
 
 
-def check_07_reused_id(app):
+def check_07_reused_id(app, app_dir):
     visitor, old, new = app.visitor(), new_name("old"), new_name("new")
     visitor.add_task(old)
     visitor.get("/")  # the old task's row is cached now
     page = visitor.get("/").text
     old_id = task_id(page, old)
+    if not old_id and not repeated(page):
+        next_load(app, app_dir, old, "07")  # fails: the list is stale, or the add stored nothing
     expect(old_id, f"the list does not show {old!r} after adding it"
            + (f"; it shows {repeated(page)}" if repeated(page) else ""),
            "key_without_id" if repeated(page) else "not_stored")
     visitor.delete_task(old_id)
     visitor.add_task(new)
-    page = app.visitor().get("/").text
+    page = next_load(app, app_dir, new, "07")[0]
     new_id = task_id(page, new)
     expect(shows(page, new) and not shows(page, old),
            f"{old!r} (task {old_id}) was deleted and {new!r} added"
@@ -389,18 +399,15 @@ def check_08_post_not_cached(app):
            + ("" if stored else f", and {name!r} was not stored"), None if served else "not_stored")
 
 
-def check_08_fresh_after_writes(app):
+def check_08_fresh_after_writes(app, app_dir):
     visitor, name = app.visitor(), new_name("view fresh")
     visitor.get("/")
     visitor.get("/")
     visitor.add_task(name, follow=False)
-    page = app.visitor().get("/").text
-    if not shows(page, name):
-        not_shown_after_add(app, name)
+    page = next_load(app, app_dir, name, "08", "add")[0]
     app.visitor().get("/")  # cached again, with the task
     visitor.delete_task(task_id(page, name), follow=False)
-    expect(not shows(app.visitor().get("/").text, name),
-           f"the next load after deleting {name!r} still shows it", "delete")
+    next_load(app, app_dir, name, "08", "delete", shown=False)
 
 
 def check_08_flash_not_shared(app):
