@@ -104,10 +104,29 @@ def source_text(app_dir, suffixes=(".py",)):
     return "\n".join(parts)
 
 
-def calls(app_dir, pattern, suffixes=(".py",)):
-    """Whether the learner's source holds PATTERN (a regular expression) outside a comment."""
-    text = re.sub(r"#.*", "", source_text(app_dir, suffixes))
-    return re.search(pattern, text) is not None
+def code(app_dir):
+    """The learner's Python, comments left out."""
+    return re.sub(r"#.*", "", source_text(app_dir))
+
+
+def calls(app_dir, pattern):
+    """Whether the learner's code holds PATTERN (a regular expression) outside a comment."""
+    return re.search(pattern, code(app_dir)) is not None
+
+
+def cache_keys(app_dir, method):
+    """The literal keys the learner's code passes to cache.METHOD(...)."""
+    return set(re.findall(rf"""\bcache\.{method}\(\s*["']([^"']*)["']""", code(app_dir)))
+
+
+def other_key(app_dir):
+    """"deletes 'a', caches under 'b'" when the code deletes literal keys, none of which it
+    caches the list under; else ""."""
+    deleted, cached = cache_keys(app_dir, "delete"), cache_keys(app_dir, "set") | cache_keys(app_dir, "get")
+    if not deleted or not cached or deleted & cached:
+        return ""
+    return f"your code deletes {', '.join(map(repr, sorted(deleted)))} and caches under " \
+        f"{', '.join(map(repr, sorted(cached)))}"
 
 
 def from_cache(delta):
