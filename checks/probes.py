@@ -1,18 +1,21 @@
-"""What some checks need beyond a page and a counter: the app's database held at its commit,
-the learner's own source read for what it already calls, and pages seen by several visitors.
+"""What the checks of checks/stages.py share beyond a page and a counter: the app's database
+held at its commit, the next load judged fresh or stale (and by which layer), the learner's own
+code read for what it already calls, and pages seen by several visitors.
 """
 import contextlib
 import fcntl
 import os
 import re
+import secrets
 import sqlite3
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urljoin, urlsplit
 
+from checks.subject import expect
 from runtime import harness, memcached
-from runtime.taskpage import links, texts
+from runtime.taskpage import links, shows, texts
 
 # memcached's counters that a write to the cache moves (a set, a delete, a version bumped).
 WRITES = ("cmd_set", "delete_hits", "delete_misses", "incr_hits", "incr_misses", "cas_hits",
@@ -91,22 +94,52 @@ def cache_writes(delta):
     return {k: delta.get(k, 0) for k in WRITES if delta.get(k, 0)}
 
 
+# ---- what a check says, and the loads it judges ------------------------------------------------
+
+def new_name(label):
+    return f"{label} {secrets.token_hex(4)}"
+
+
+def deltas(delta, *names):
+    return ", ".join(f"{n} {delta[n]:+d}" for n in names)
+
+
+def listed(keys, limit=6):
+    shown = ", ".join(sorted(keys)[:limit])
+    return (shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")) or "no keys at all"
+
+
+def next_load(app, app_dir, name, stage, reason=None, shown=True, note=""):
+    """The next load by a new visitor, and memcached's counters around it; it fails unless it
+    shows NAME (or, SHOWN false, no longer shows it). A page that a flush puts right was stale:
+    named as the view cache's of stage 08 when it came whole from the cache of an app that caches
+    its view and STAGE is an earlier one, else for REASON (with NOTE, what the code shows). One
+    that a flush does not put right is the write's own failure."""
+    with app.counters() as delta:
+        page = app.visitor().get("/").text
+    if shows(page, name) == shown:
+        return page, delta
+    write = "adding" if shown else "deleting"
+    seen = f"the next load after {write} {name!r} " + ("does not show it" if shown else "still shows it")
+    app.flush()
+    expect(shows(app.visitor().get("/").text, name) == shown, f"{seen}, nor does a load after a "
+           "flush: " + ("it was not stored" if shown else "it was not deleted"),
+           "not_stored" if shown else None)
+    layer = "08" if stage < "08" and probes.view_layer(app_dir, delta) else None
+    expect(False, f"{seen} (after a flush it does{'' if shown else ' not'}: the cache was not "
+           "invalidated)" + (
+        f"; the page came whole from the cache ({deltas(delta, 'get_hits', 'get_misses', 'cmd_set')})"
+        ", which is the view cache of stage 08" if layer else f"; {note}" if note else ""),
+        "view_cache" if layer else reason, layer)
+
+
 # ---- the learner's source ----------------------------------------------------------------------
 
-def source_text(app_dir, suffixes=(".py",)):
-    """Every file of the learner's app with one of SUFFIXES, joined (migrations left out)."""
-    parts = []
-    for path in sorted(app_dir.rglob("*")):
-        rel = path.relative_to(app_dir).parts
-        if path.suffix in suffixes and path.is_file() and not {"migrations", "instance", "__pycache__",
-                                                               ".venv", "venv"} & set(rel):
-            parts.append(path.read_text(errors="replace"))
-    return "\n".join(parts)
-
-
 def code(app_dir):
-    """The learner's Python, comments left out."""
-    return re.sub(r"#.*", "", source_text(app_dir))
+    """The learner's Python (migrations and virtualenvs left out), comments left out."""
+    skip = {"migrations", "instance", "__pycache__", ".venv", "venv"}
+    files = [p for p in sorted(app_dir.rglob("*.py")) if not skip & set(p.relative_to(app_dir).parts)]
+    return re.sub(r"#.*", "", "\n".join(p.read_text(errors="replace") for p in files))
 
 
 def calls(app_dir, pattern):
@@ -174,18 +207,30 @@ class Seen:
             f"get_misses {misses:+d}"
 
 
-def session_keys(keys, visitors):
-    """The KEYS named after one of VISITORS' cookies (its value, or the part before a signature)."""
-    ids = {sid for v in visitors for c in v.http.cookies for sid in (c.value, c.value.split(".")[0])
-           if len(sid) >= 8}
-    return {k for k in keys if any(k.endswith(sid) for sid in ids)}
+def session_key(cookies, keys):
+    """The one of KEYS named after one of COOKIES (its value, or the part before a signature)."""
+    return next((k for value in cookies.values() for sid in {value, value.split(".")[0]}
+                 for k in keys if k.endswith(sid)), None)
+
+
+def flash_in_session(app):
+    """A visitor whose session holds a flashed message (an empty name flashes one, which waits
+    in the session until the next page), its cookies, and the session: keys that appeared."""
+    visitor = app.visitor()
+    form = visitor.add_form()
+    before = set(app.keys())
+    visitor.submit(form, {form.texts[0]: ""}, follow=False)
+    cookies = {c.name: c.value for c in visitor.http.cookies}
+    added = [k for k in set(app.keys()) - before if "session:" in k]
+    return visitor, cookies, added
 
 
 def forget_pages(subject, visitors):
     """Delete every key of a plain memcached but the sessions of VISITORS: what the app cached
     goes, what each visitor's history left in its session stays."""
-    keys = subject.keys()
-    for key in set(keys) - session_keys(keys, visitors):
+    keys = set(subject.keys())
+    kept = {session_key({c.name: c.value}, keys) for v in visitors for c in v.http.cookies}
+    for key in keys - kept:
         memcached.raw_delete(subject.app.memcached.port, key)
 
 

@@ -10,29 +10,16 @@ of the bundle `eb deploy` would upload, by the same rules as `make deploy-check`
 check judges what the app does, through HTTP and memcached's own counters.
 """
 import os
-import secrets
 import subprocess
 import sys
 from urllib.parse import urljoin
 
 from checks import probes
 from checks.bundled import judge_bundle, no_findings
+from checks.probes import deltas, flash_in_session, listed, new_name, next_load, session_key
 from checks.stored import pickled_globals, signed_data
 from checks.subject import AppProblem, expect
 from runtime.taskpage import new_texts, occurrences, shows, task_id, task_ids, texts
-
-
-def new_name(label):
-    return f"{label} {secrets.token_hex(4)}"
-
-
-def deltas(delta, *names):
-    return ", ".join(f"{n} {delta[n]:+d}" for n in names)
-
-
-def listed(keys, limit=6):
-    shown = ", ".join(sorted(keys)[:limit])
-    return (shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")) or "no keys at all"
 
 
 # ---- 01 the skeleton ---------------------------------------------------------------------------
@@ -240,30 +227,6 @@ def check_05_fresh_after_add(app, app_dir):
     visitor.add_task(name, follow=False)
     other = probes.other_key(app_dir)
     next_load(app, app_dir, name, "05", "wrong_key" if other else None, note=other)
-
-
-def next_load(app, app_dir, name, stage, reason=None, shown=True, note=""):
-    """The next load by a new visitor, and memcached's counters around it; it fails unless it
-    shows NAME (or, SHOWN false, no longer shows it). A page that a flush puts right was stale:
-    named as the view cache's of stage 08 when it came whole from the cache of an app that caches
-    its view and STAGE is an earlier one, else for REASON (with NOTE, what the code shows). One
-    that a flush does not put right is the write's own failure."""
-    with app.counters() as delta:
-        page = app.visitor().get("/").text
-    if shows(page, name) == shown:
-        return page, delta
-    write = "adding" if shown else "deleting"
-    seen = f"the next load after {write} {name!r} " + ("does not show it" if shown else "still shows it")
-    app.flush()
-    expect(shows(app.visitor().get("/").text, name) == shown, f"{seen}, nor does a load after a "
-           "flush: " + ("it was not stored" if shown else "it was not deleted"),
-           "not_stored" if shown else None)
-    layer = "08" if stage < "08" and probes.view_layer(app_dir, delta) else None
-    expect(False, f"{seen} (after a flush it does{'' if shown else ' not'}: the cache was not "
-           "invalidated)" + (
-        f"; the page came whole from the cache ({deltas(delta, 'get_hits', 'get_misses', 'cmd_set')})"
-        ", which is the view cache of stage 08" if layer else f"; {note}" if note else ""),
-        "view_cache" if layer else reason, layer)
 
 
 def check_05_fresh_after_delete(app, app_dir):
@@ -475,24 +438,6 @@ def check_08_visitors_apart(listing_app):
 
 
 # ---- 09 sessions -------------------------------------------------------------------------------
-
-def flash_in_session(app):
-    """A visitor whose session holds a flashed message (an empty name flashes one, which waits
-    in the session until the next page), its cookies, and the session: keys that appeared."""
-    visitor = app.visitor()
-    form = visitor.add_form()
-    before = set(app.keys())
-    visitor.submit(form, {form.texts[0]: ""}, follow=False)
-    cookies = {c.name: c.value for c in visitor.http.cookies}
-    added = [k for k in set(app.keys()) - before if "session:" in k]
-    return visitor, cookies, added
-
-
-def session_key(cookies, added):
-    """The session: key named after one of COOKIES (its value, or the part before a signature)."""
-    return next((k for value in cookies.values() for sid in {value, value.split(".")[0]}
-                 for k in added if k.endswith(sid)), None)
-
 
 def check_09_session_in_memcached(listing_app):
     visitor, cookies, added = flash_in_session(listing_app)

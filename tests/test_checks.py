@@ -203,11 +203,11 @@ def test_every_reason_a_check_gives_has_its_hint():
     """Each reason literal in a check_NN_* (or a helper, for the [problems] ones) has a hint."""
     import ast
 
-    from checks import stages, subject
+    from checks import bundled, probes, stages, subject
 
     problems = tomllib.loads((STEPS / "steps.toml").read_text())["problems"]
     hints = {e.test_name: e.hints for s in STAGES for e in s.expectations}
-    for module in (stages, subject):
+    for module in (stages, subject, probes, bundled):
         tree = ast.parse(Path(module.__file__).read_text())
         for function in (n for n in tree.body if isinstance(n, ast.FunctionDef) or isinstance(n, ast.ClassDef)):
             known = hints.get(function.name, problems)
