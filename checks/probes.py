@@ -125,7 +125,7 @@ def next_load(app, app_dir, name, stage, reason=None, shown=True, note=""):
     expect(shows(app.visitor().get("/").text, name) == shown, f"{seen}, nor does a load after a "
            "flush: " + ("it was not stored" if shown else "it was not deleted"),
            "not_stored" if shown else None)
-    layer = "08" if stage < "08" and probes.view_layer(app_dir, delta) else None
+    layer = "08" if stage < "08" and view_layer(app_dir, delta) else None
     expect(False, f"{seen} (after a flush it does{'' if shown else ' not'}: the cache was not "
            "invalidated)" + (
         f"; the page came whole from the cache ({deltas(delta, 'get_hits', 'get_misses', 'cmd_set')})"
