@@ -173,8 +173,11 @@ def check_04_reload_hits(listing_app, app_dir):
     seen = f"an immediate reload added {deltas(delta, 'get_hits', 'get_misses', 'cmd_set')}"
     expect(delta["cmd_get"], seen,
            "get_not_reached" if probes.calls(app_dir, r"\bcache\.get\s*\(") else "no_get")
+    got, stored = probes.cache_keys(app_dir, "get"), probes.cache_keys(app_dir, "set")
+    keys = f"; your code looks up {listed(got)} and stores {listed(stored)}" \
+        if got and stored and not got & stored else ""
     expect(not delta["cmd_set"], f"{seen}: each load stores the list again, and the next looks it "
-           f"up and misses (memcached holds {listed(app.keys())})", "key_changes")
+           f"up and misses (memcached holds {listed(app.keys())}){keys}", "key_changes")
     expect(False, f"{seen}: the load before it stored nothing to hit",
            "set_not_reached" if probes.calls(app_dir, r"\bcache\.set\s*\(") else "no_set")
 
