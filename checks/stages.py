@@ -252,7 +252,7 @@ def check_05_invalidated_after_commit(app):
     held = probes.held_at_commit(app)
     expect(held is not None, "the app made no SQLite database in its folder (check 02 names why)")
     with held, app.counters() as early:
-        if not held.journal_modes() <= {"delete", "truncate", "persist"}:
+        if "wal" in held.journal_modes():
             return  # in WAL mode a reader does not hold a commit back: the order cannot be judged
         posting = probes.in_background(
             lambda: visitor.submit(form, {form.texts[0]: name}, follow=False))
