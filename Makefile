@@ -22,6 +22,7 @@ help:
 	@echo "make progress [APP=dir]          every stage, the highest reached and the stage at fault"
 	@echo "make dashboard [PORT=n] [APP=dir]   memcached's counters and your app's stages at http://127.0.0.1:5050"
 	@echo "make grade DIRS=\"class/*\" [JOBS=n] [FORMAT=markdown]   grade a class (HTML report, table, CSV, JSON, Markdown, JUnit)"
+	@echo "make deploy-check [APP=dir]      rehearse eb deploy of final/ (or your app) on this machine"
 	@echo "make doctor      diagnose Python, packages, services, the SASL plugin and ports"
 	@echo "README.md lists every command."
 
@@ -74,8 +75,10 @@ dashboard: services
 	@$(call CHOSEN_PORT,dashboard); $(PY) -m instruments.dashboard --port $$port \
 	  $(if $(filter command line,$(origin APP)),--app "$(APP)",)
 
+# make deploy-check [APP=dir]: rehearse `eb deploy` of APP (bundled as the EB CLI bundles a folder),
+# or of the repository root (which serves final/) when no APP is given on the command line.
 deploy-check: services
-	@$(PY) -m rehearsal
+	@$(PY) -m rehearsal $(if $(filter command line,$(origin APP)),--dir "$(APP)",)
 
 bench: services
 	@$(PY) -m instruments.bench

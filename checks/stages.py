@@ -5,36 +5,21 @@ them and attaches the manifest's hint to each failure. Where one expectation can
 than one way, the check says which with `expect(..., reason)`, and the manifest holds the hint
 for each reason. The fixtures `app`, `listing_app` and `app_without_memcached` are the running
 app (checks/subject.py), booted once per configuration for the whole run, so every check leaves
-the app usable and names its own tasks. Only stage 03 reads files (the deploy
-configuration, by the same rules as `make deploy-check`); every other check judges what the app
-does, through HTTP and memcached's own counters.
+the app usable and names its own tasks. Only stage 03 reads files (the deploy configuration
+of the bundle `eb deploy` would upload, by the same rules as `make deploy-check`); every other
+check judges what the app does, through HTTP and memcached's own counters.
 """
-import functools
 import os
-import re
-import secrets
 import subprocess
 import sys
 from urllib.parse import urljoin
 
+from checks import probes
+from checks.bundled import judge_bundle, no_findings
+from checks.probes import deltas, flash_in_session, listed, new_name, next_load, session_key
 from checks.stored import pickled_globals, signed_data
 from checks.subject import AppProblem, expect
-from rehearsal.bundle import walk_tree
-from rehearsal.rules import judge
 from runtime.taskpage import new_texts, occurrences, shows, task_id, task_ids, texts
-
-
-def new_name(label):
-    return f"{label} {secrets.token_hex(4)}"
-
-
-def deltas(delta, *names):
-    return ", ".join(f"{n} {delta[n]:+d}" for n in names)
-
-
-def listed(keys, limit=6):
-    shown = ", ".join(sorted(keys)[:limit])
-    return (shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")) or "no keys at all"
 
 
 # ---- 01 the skeleton ---------------------------------------------------------------------------
@@ -121,104 +106,80 @@ def check_02_no_double_add(app):
 
 
 # ---- 03 the deploy files -----------------------------------------------------------------------
-# The one stage judged by reading files: what Elastic Beanstalk reads from the bundle's root, by
-# the rules `make deploy-check` applies (rehearsal/rules.py), each finding under the check it
-# belongs to.
-
-def deploy_root(app_dir):
-    """APP_DIR if it holds .ebextensions/, else the nearest parent that does and deploys APP_DIR."""
-    if (app_dir / ".ebextensions").is_dir():
-        return app_dir
-    for parent in app_dir.parents:
-        if (parent / ".ebextensions").is_dir():
-            # A parent's config counts only if it names this folder (a Procfile's --chdir, a cd).
-            relative = re.escape(app_dir.relative_to(parent).as_posix())
-            files = [parent / "Procfile", *sorted((parent / ".ebextensions").glob("*.config"))]
-            text = "\n".join(p.read_text(errors="replace") for p in files if p.is_file())
-            return parent if re.search(rf"(?<![\w./-]){relative}(?![\w.-])", text) else None
-    return None
-
-
-def deploy_findings(app_dir):
-    """The deploy rules' findings on APP_DIR's bundle root, one list per check of stage 03."""
-    root = deploy_root(app_dir)
-    expect(root is not None, f"{app_dir.name}/ has no .ebextensions/ folder (nor does a parent "
-           "folder that deploys it)", "no_ebextensions")
-    return (root, *judged_findings(root))
-
-
-@functools.cache
-def judged_findings(root):
-    """Judged once per run: the four checks of stage 03 share it (one rule imports the app)."""
-    judged = judge(root, [f".ebextensions/{f}" for f in walk_tree(root / ".ebextensions")])
-    config = [f for found in judged.by_config.values() for f in found]
-    commands = [f for f in config if ": container_commands" in f.where]
-    return judged, {
-        "ebextensions": [*judged.unreadable, *(f for f in config if f not in commands),
-                         *judged.static_files],
-        "migration_command": commands,
-        "requirements": judged.requirements + judged.runtime_needs,  # the second only without the first
-        "entry_point": judged.entry_point,
-    }
-
-
-def no_findings(findings, reason=None):
-    expect(not findings, "; ".join(map(str, findings)), reason)
-
+# The one stage judged by reading files, and the files of the bundle `eb deploy` would upload
+# (checks/bundled.py): what Elastic Beanstalk reads from its root, by the rules `make
+# deploy-check` applies (rehearsal/rules.py), each finding under the check it belongs to.
 
 def check_03_ebextensions(app_dir):
-    root, judged, findings = deploy_findings(app_dir)
-    expect(judged.configs or judged.unreadable, f"{root.name}/.ebextensions/ holds no *.config file",
-           "no_ebextensions")
-    no_findings(findings["ebextensions"])
+    def check(view):
+        expect(view.judged.configs or view.judged.unreadable,
+               f"{view.name}/.ebextensions/ holds no *.config file", "no_ebextensions")
+        no_findings(view.findings["ebextensions"])
+    judge_bundle(app_dir, check)
 
 
 def check_03_migration_command(app_dir):
-    _, judged, findings = deploy_findings(app_dir)
-    no_findings(findings["migration_command"])
-    expect(any("db upgrade" in str(spec.get("command")) for config in judged.configs
-               for spec in (config.data.get("container_commands") or {}).values()
-               if isinstance(spec, dict)), "no container_commands entry runs `flask db upgrade`")
+    def check(view):
+        no_findings(view.findings["migration_command"])
+        expect(any("db upgrade" in str(spec.get("command")) for config in view.judged.configs
+                   for spec in (config.data.get("container_commands") or {}).values()
+                   if isinstance(spec, dict)), "no container_commands entry runs `flask db upgrade`")
+    judge_bundle(app_dir, check)
 
 
 def check_03_entry_point(app_dir):
-    no_findings(deploy_findings(app_dir)[2]["entry_point"])
+    judge_bundle(app_dir, lambda view: no_findings(view.findings["entry_point"]))
 
 
 def check_03_requirements(app_dir):
-    root, judged, findings = deploy_findings(app_dir)
-    path = root / "requirements.txt"
-    expect(path.is_file(), f"{root.name}/ has no requirements.txt next to .ebextensions/", "no_file")
-    no_findings(findings["requirements"], "missing_requirement" if judged.runtime_needs else None)
-    # A dry run against the packages installed for the workshop: offline, and no build.
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PIP_NO_INPUT": "1"}
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
-                             "--quiet", "-r", path.name], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=120)
-    problems = [l.removeprefix("ERROR: ") for l in result.stderr.splitlines() if l.startswith("ERROR")]
-    expect(result.returncode == 0, "requirements.txt does not resolve: " + (
-        "; ".join(problems) or result.stderr.strip()[-300:]), "unresolvable")
+    def check(view):
+        path = view.root / "requirements.txt"
+        expect(path.is_file(), f"{view.name}/ has no requirements.txt next to .ebextensions/", "no_file")
+        no_findings(view.findings["requirements"],
+                    "missing_requirement" if view.judged.runtime_needs else None)
+        # A dry run against the packages installed for the workshop: offline, and no build.
+        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+               "PIP_NO_INPUT": "1"}
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
+                                 "--quiet", "-r", path.name], cwd=view.root, env=env,
+                                capture_output=True, text=True, timeout=120)
+        problems = [l.removeprefix("ERROR: ") for l in result.stderr.splitlines() if l.startswith("ERROR")]
+        expect(result.returncode == 0, "requirements.txt does not resolve: " + (
+            "; ".join(problems) or result.stderr.strip()[-300:]), "unresolvable")
+    judge_bundle(app_dir, check)
 
 
 # ---- 04 the query cache ------------------------------------------------------------------------
 
-def check_04_first_load(app):
+def check_04_first_load(app, app_dir):
     app.flush()
     with app.counters() as delta:
         app.visitor().get("/")
-    expect(delta["get_misses"] >= 1 and delta["cmd_set"] >= 1,
-           f"the first load after a flush added {deltas(delta, 'get_misses', 'cmd_set')}",
-           "no_cache_calls" if delta["cmd_get"] == delta["cmd_set"] == 0 else None)
+    seen = f"the first load after a flush added {deltas(delta, 'cmd_get', 'get_misses', 'cmd_set')}"
+    expect(delta["cmd_get"] or delta["cmd_set"], seen, "no_cache_calls")
+    expect(delta["cmd_set"], f"{seen}: nothing was stored",
+           "set_not_reached" if probes.calls(app_dir, r"\bcache\.set\s*\(") else "no_set")
+    expect(delta["get_misses"], f"{seen}: the list was stored, never looked up first",
+           "get_not_reached" if probes.calls(app_dir, r"\bcache\.get\s*\(") else "no_get")
 
 
-def check_04_reload_hits(app):
+def check_04_reload_hits(listing_app, app_dir):
+    app = listing_app
     app.visitor().get("/")
     with app.counters() as delta:
         app.visitor().get("/")
-    expect(delta["get_hits"] >= 1 and delta["get_misses"] == 0,
-           f"an immediate reload added {deltas(delta, 'get_hits', 'get_misses')}",
-           "no_get" if delta["cmd_get"] == 0 else None)
+    if delta["get_hits"] >= 1 and delta["get_misses"] == 0:
+        return
+    seen = f"an immediate reload added {deltas(delta, 'get_hits', 'get_misses', 'cmd_set')}"
+    expect(delta["cmd_get"], seen,
+           "get_not_reached" if probes.calls(app_dir, r"\bcache\.get\s*\(") else "no_get")
+    got, stored = probes.cache_keys(app_dir, "get"), probes.cache_keys(app_dir, "set")
+    keys = f"; your code looks up {listed(got)} and stores {listed(stored)}" \
+        if got and stored and not got & stored else ""
+    expect(not delta["cmd_set"], f"{seen}: each load stores the list again, and the next looks it "
+           f"up and misses (memcached holds {listed(app.keys())}){keys}", "key_changes")
+    expect(False, f"{seen}: the load before it stored nothing to hit",
+           "set_not_reached" if probes.calls(app_dir, r"\bcache\.set\s*\(") else "no_set")
 
 
 # Modules whose objects must never be cached: the ORM's, and the app's own classes.
@@ -262,27 +223,16 @@ def check_04_stale_list(app, observe):
 
 # ---- 05 invalidation ---------------------------------------------------------------------------
 
-def check_05_fresh_after_add(app):
+def check_05_fresh_after_add(app, app_dir):
     visitor, name = app.visitor(), new_name("fresh add")
     visitor.get("/")
     visitor.get("/")  # the list is cached now
     visitor.add_task(name, follow=False)
-    if not shows(app.visitor().get("/").text, name):
-        not_shown_after_add(app, name, None)
+    other = probes.other_key(app_dir)
+    next_load(app, app_dir, name, "05", "wrong_key" if other else None, note=other)
 
 
-def not_shown_after_add(app, name, reason="add"):
-    """Fail for a task the next load did not show: with REASON when a flush brings it back (the
-    cache was not invalidated), with "not_stored" when even that does not."""
-    app.flush()
-    stored = shows(app.visitor().get("/").text, name)
-    expect(False, f"the next load after adding {name!r} does not show it"
-           + (" (after a flush it does: the cache was not invalidated)" if stored
-              else ", nor does a load after a flush: it was not stored"),
-           reason if stored else "not_stored")
-
-
-def check_05_fresh_after_delete(app):
+def check_05_fresh_after_delete(app, app_dir):
     visitor, name = app.visitor(), new_name("fresh delete")
     visitor.add_task(name)
     app.flush()
@@ -290,8 +240,33 @@ def check_05_fresh_after_delete(app):
     task = task_id(page, name)
     expect(task, f"the list does not show {name!r} after a flush", "not_stored")
     visitor.delete_task(task, follow=False)
-    expect(not shows(app.visitor().get("/").text, name),
-           f"the next load after deleting {name!r} still shows it")
+    other = probes.other_key(app_dir)
+    next_load(app, app_dir, name, "05", "wrong_key" if other else None, shown=False, note=other)
+
+
+def check_05_invalidated_after_commit(app):
+    visitor, name = app.visitor(), new_name("after commit")
+    form = visitor.add_form()
+    visitor.get("/")
+    visitor.get("/")  # cached
+    held = probes.held_at_commit(app)
+    expect(held is not None, "the app made no SQLite database in its folder (check 02 names why)")
+    with held, app.counters() as early:
+        if "wal" in held.journal_modes():
+            return  # in WAL mode a reader does not hold a commit back: the order cannot be judged
+        posting = probes.in_background(
+            lambda: visitor.submit(form, {form.texts[0]: name}, follow=False))
+        reached = held.wait_for_commit(posting, app.request_timeout)
+    posting.result()  # the commit goes on once the read ends; its own failures are raised here
+    if not reached:
+        app.flush()
+        expect(shows(app.visitor().get("/").text, name), f"adding {name!r} stored nothing, nor "
+               "did it wait at a commit", "not_stored")
+        return  # committed without waiting on the read: nothing to judge the order by
+    moved = probes.cache_writes(early)
+    expect(not moved, f"while the add of {name!r} waited at its commit (the database held by a "
+           f"reader), memcached already counted {', '.join(f'{k} {v:+d}' for k, v in moved.items())}"
+           ": the cache was invalidated before the write was committed", "before_commit")
 
 
 # ---- 06 memoize --------------------------------------------------------------------------------
@@ -300,72 +275,81 @@ def memoize_versions(app):
     return {k: app.value(k) for k in app.keys() if k.endswith("_memver")}
 
 
-def check_06_memoize_keys(listing_app):
+def check_06_memoize_keys(listing_app, app_dir):
     listing_app.flush()
     listing_app.visitor().get("/")
     keys = listing_app.keys()
-    assert any(k.endswith("_memver") for k in keys), \
-        f"after a load, memcached holds {listed(keys)}; none is a memoize version key (…_memver)"
+    expect(any(k.endswith("_memver") for k in keys), f"after a load, memcached holds {listed(keys)}; "
+           "none is a memoize version key (…_memver)",
+           "memoize_unused" if probes.calls(app_dir, r"@\s*cache\.memoize\b") else None)
 
 
-def check_06_memoize_invalidated(listing_app):
+def check_06_memoize_invalidated(listing_app, app_dir):
     app, name = listing_app, new_name("memoize")
     visitor = app.visitor()
     visitor.get("/")
     before = memoize_versions(app)
     expect(before, "after a load, memcached holds no memoize version key (…_memver) to invalidate",
-           "not_memoized")
+           "memoize_unused" if probes.calls(app_dir, r"@\s*cache\.memoize\b") else "not_memoized")
     visitor.add_task(name, follow=False)
     after = memoize_versions(app)
+    called = probes.calls(app_dir, r"\bdelete_memoized\s*\(")
     expect(any(after.get(k) != v for k, v in before.items()), f"after adding a task, "
            f"{listed(before)} still holds the same version: the memoized query was not invalidated",
-           "add")
-    page = visitor.get("/").text
-    task = task_id(page, name)
-    expect(task, f"the next load after adding {name!r} does not show it", "not_stored")
+           "wrong_target" if called else "add")
+    task = task_id(next_load(app, app_dir, name, "06")[0], name)
     before = memoize_versions(app)
     visitor.delete_task(task, follow=False)
     after = memoize_versions(app)
     expect(any(after.get(k) != v for k, v in before.items()), f"after deleting a task, "
            f"{listed(before)} still holds the same version: the memoized query was not invalidated",
-           "delete")
+           "wrong_target" if called else "delete")
 
 
 # ---- 07 fragments ------------------------------------------------------------------------------
 
-def check_07_fragments_reused(app):
-    visitor = app.visitor()
+def check_07_fragments_reused(app, app_dir):
+    visitor, name = app.visitor(), new_name("fragment new")
     for _ in range(3):
         visitor.add_task(new_name("fragment"))
     visitor.get("/")
     before = task_ids(visitor.get("/").text)  # every row rendered once, so cached
-    visitor.add_task(new_name("fragment new"), follow=False)
+    visitor.add_task(name, follow=False)
     with app.counters() as delta:
-        after = task_ids(app.visitor().get("/").text)
+        page = app.visitor().get("/").text
+    if not shows(page, name) and probes.view_layer(app_dir, delta):
+        next_load(app, app_dir, name, "07")  # fails, naming the view cache that served the page
+    after = task_ids(page)
     kept = len(set(before) & set(after))
     expect(delta["get_hits"] >= kept,
            f"after adding a task, the next load of {kept} rows that were already there added "
            f"{deltas(delta, 'get_hits', 'get_misses')}")
 
 
-def check_07_reused_id(app):
+def check_07_reused_id(app, app_dir):
     visitor, old, new = app.visitor(), new_name("old"), new_name("new")
     visitor.add_task(old)
     visitor.get("/")  # the old task's row is cached now
     page = visitor.get("/").text
     old_id = task_id(page, old)
+    if not old_id and not repeated(page):
+        next_load(app, app_dir, old, "07")  # fails: the list is stale, or the add stored nothing
     expect(old_id, f"the list does not show {old!r} after adding it"
            + (f"; it shows {repeated(page)}" if repeated(page) else ""),
            "key_without_id" if repeated(page) else "not_stored")
     visitor.delete_task(old_id)
     visitor.add_task(new)
-    page = app.visitor().get("/").text
+    with app.counters() as delta:
+        page = app.visitor().get("/").text
+    if not shows(page, new) and probes.view_layer(app_dir, delta):
+        next_load(app, app_dir, new, "07")  # fails, naming the view cache that served the page
     new_id = task_id(page, new)
     expect(shows(page, new) and not shows(page, old),
            f"{old!r} (task {old_id}) was deleted and {new!r} added"
            + (f" as task {new_id}" if new_id else "") + f", yet the list shows {old!r}"
            + ("" if shows(page, new) else f" and not {new!r}"),
-           "key_without_id" if repeated(page) else None)
+           "key_without_id" if repeated(page) else
+           "fragment_key" if probes.calls(app_dir, r"\bmake_template_fragment_key\s*\(") else None)
 
 
 def repeated(page):
@@ -402,18 +386,16 @@ def check_08_post_not_cached(app):
            + ("" if stored else f", and {name!r} was not stored"), None if served else "not_stored")
 
 
-def check_08_fresh_after_writes(app):
+def check_08_fresh_after_writes(app, app_dir):
     visitor, name = app.visitor(), new_name("view fresh")
     visitor.get("/")
     visitor.get("/")
     visitor.add_task(name, follow=False)
-    page = app.visitor().get("/").text
-    if not shows(page, name):
-        not_shown_after_add(app, name)
+    deletes_view = probes.calls(app_dir, r"""\bcache\.delete\(\s*["']view//""")
+    page = next_load(app, app_dir, name, "08", "view_key" if deletes_view else "add")[0]
     app.visitor().get("/")  # cached again, with the task
     visitor.delete_task(task_id(page, name), follow=False)
-    expect(not shows(app.visitor().get("/").text, name),
-           f"the next load after deleting {name!r} still shows it", "delete")
+    next_load(app, app_dir, name, "08", "view_key" if deletes_view else "delete", shown=False)
 
 
 def check_08_flash_not_shared(app):
@@ -428,25 +410,43 @@ def check_08_flash_not_shared(app):
     assert not leaked, f"another visitor's page shows the first visitor's message {leaked[0]!r}"
 
 
+def check_08_visitors_apart(listing_app):
+    app, who = listing_app, ("the first visitor", "the second visitor", "a new visitor")
+    first, second, newcomer = visitors = [app.visitor() for _ in who]
+    names = {who[0]: new_name("first's own"), who[1]: new_name("second's own")}
+    first.add_task(names[who[0]])
+    second.add_task(names[who[1]])
+    form = first.add_form()
+    paths = probes.own_pages(first.page.text, app.app.url)
+    first.submit(form, {form.texts[0]: ""}, follow=False)  # a message now waits in its session
+    probes.forget_pages(app, visitors)
+    seen = []
+    for path in paths:  # the first renders each page; the others may then get it from the cache
+        seen.append(probes.look(app, who[0], first, path))
+        seen += [probes.look(app, who[1], second, path) for _ in range(2)]
+        seen.append(probes.look(app, who[2], newcomer, path))
+    public, private = {}, {}
+    for path in paths:  # each page rendered afresh: for no one in particular, then for the second
+        probes.forget_pages(app, visitors)
+        public[path] = set(texts(app.visitor().get(path).text))
+        probes.forget_pages(app, visitors)
+        private[who[1], path] = set(texts(second.get(path).text)) - public[path]
+    flashed = seen[0].texts - public["/"] - private[who[1], "/"]
+    for s in seen:
+        if s.who == who[0]:
+            mark = flashed if s is seen[0] else {t for t in s.texts if names[who[0]] in t}
+            private[who[0], s.path] = private.get((who[0], s.path), set()) | (mark - public[s.path])
+    for s in seen:
+        for owner in names:
+            leaked = sorted(s.texts & private.get((owner, s.path), set())) if owner != s.who else []
+            expect(not leaked, f"{s.who}'s GET {s.path} ({s.how()}) showed {owner}'s "
+                   f"{leaked[0] if leaked else ''!r}", "cached_page" if s.from_cache else "shared")
+    expect(any(s.from_cache for s in seen if s.path == "/" and s.who != who[0]),
+           "no other visitor's load of / was served from the cache, so nothing here was shared "
+           "through it", "not_cached")
+
+
 # ---- 09 sessions -------------------------------------------------------------------------------
-
-def flash_in_session(app):
-    """A visitor whose session holds a flashed message (an empty name flashes one, which waits
-    in the session until the next page), its cookies, and the session: keys that appeared."""
-    visitor = app.visitor()
-    form = visitor.add_form()
-    before = set(app.keys())
-    visitor.submit(form, {form.texts[0]: ""}, follow=False)
-    cookies = {c.name: c.value for c in visitor.http.cookies}
-    added = [k for k in set(app.keys()) - before if "session:" in k]
-    return visitor, cookies, added
-
-
-def session_key(cookies, added):
-    """The session: key named after one of COOKIES (its value, or the part before a signature)."""
-    return next((k for value in cookies.values() for sid in {value, value.split(".")[0]}
-                 for k in added if k.endswith(sid)), None)
-
 
 def check_09_session_in_memcached(listing_app):
     visitor, cookies, added = flash_in_session(listing_app)

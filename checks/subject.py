@@ -58,8 +58,8 @@ def boot_problem(exc, what="the app did not start"):
 
 class Verdict(AssertionError):
     """An expectation that does not hold, for REASON: the key of the manifest's hint that is
-    true for this failure (the expectation's `reasons`, or the [problems] table); LAYER, the stage
-    ("08") whose layer produced it, when that is not the stage checked (a stale page from a later cache)."""
+    true for this failure (the expectation's `reasons`, or the [problems] table). LAYER names
+    the stage ("08") whose layer produced it, when that is a later stage than the check's."""
 
     def __init__(self, message, reason=None, layer=None):
         super().__init__(message)

@@ -2,7 +2,7 @@
 
 With a `.ebignore`, the EB CLI zips the working tree and leaves out every path the file matches
 (gitignore rules, via `pathspec`, the matcher the EB CLI pins); without one, in a git repository,
-it uploads `git archive HEAD`.
+it uploads `git archive HEAD` (of the folder it runs in, when that is inside the repository).
 """
 import io
 import os
@@ -65,8 +65,11 @@ def git(repo, *args, binary=False):
     return result.stdout
 
 
-def is_git_root(path):
-    return (Path(path) / ".git").exists()
+def in_git_work_tree(path):
+    """Whether PATH lies in a git repository's working tree (its root, or a folder inside)."""
+    result = subprocess.run(["git", "-C", str(path), "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, text=True)
+    return result.returncode == 0 and result.stdout.strip() == "true"
 
 
 def export_git(repo, ref, dest):
@@ -160,9 +163,8 @@ def bundle_from_dir(path, dest):
         root.mkdir(parents=True)
         copy_files(path, root, files)
         return Bundle(root, files, f"the folder {path} filtered by its .ebignore (EB CLI rules)")
-    if is_git_root(path):
-        bundle = bundle_from_git(path, "HEAD", dest)
-        return bundle
+    if in_git_work_tree(path):  # `git archive HEAD` run in a folder archives that folder's files
+        return bundle_from_git(path, "HEAD", dest)
     files = walk_tree(path)
     root.mkdir(parents=True)
     copy_files(path, root, files)

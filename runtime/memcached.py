@@ -7,8 +7,8 @@ Binary protocol, with SASL PLAIN when a username is given (a SASL memcached spea
 `Probe`: a round trip that moves none of the counters the checks read (binary VERSION, which a
 SASL memcached answers before any login), polled without ever blocking its caller.
 
-Text protocol, plain instances only: `metadump` (every item with its expiry and size), `keys` and
-`raw_get`.
+Text protocol, plain instances only: `metadump` (every item with its expiry and size), `keys`,
+`raw_get` and `raw_delete`.
 """
 import select
 import socket
@@ -189,6 +189,11 @@ def metadump(port, host="127.0.0.1"):
 
 def keys(port, host="127.0.0.1"):
     return [item["key"] for item in metadump(port, host)]
+
+
+def raw_delete(port, key, host="127.0.0.1"):
+    """Delete KEY from a plain memcached; whether it was there."""
+    return text_command(port, f"delete {key}\r\n".encode(), end=b"\r\n", host=host) == b"DELETED\r\n"
 
 
 def raw_get(port, key, host="127.0.0.1"):

@@ -1,6 +1,6 @@
 """The one reader of a task-list page: its forms, its visible text and its tasks.
 
-Any app's page: `parse_forms`, `texts`, `shows`, `occurrences`, `new_texts`, and the tasks read
+Any app's page: `parse_forms`, `texts`, `shows`, `occurrences`, `new_texts`, `links`, and the tasks read
 from their delete buttons (`task_ids`, `task_id`), which is all the checker may assume of a
 learner's markup. The workshop's own apps also mark each name (`<td class="name">`): `names`.
 """
@@ -85,6 +85,14 @@ def new_texts(page, baseline):
     """Text on PAGE that BASELINE (the same list seen by a fresh visitor) does not have."""
     seen = set(texts(baseline))
     return [t for t in texts(page) if t not in seen]
+
+
+LINK = re.compile(r"""<a\s[^>]*?href=["']([^"'#]*)["']""", re.I)
+
+
+def links(page):
+    """The targets of PAGE's links, in order, once each (fragments dropped)."""
+    return list(dict.fromkeys(html.unescape(href) for href in LINK.findall(page) if href))
 
 
 def task_ids(page):

@@ -53,13 +53,21 @@ def materialise(name, target, base=None):
     spec = tomllib.loads((BROKEN / name / "fixture.toml").read_text())
     shutil.copytree(STEPS / (base or spec["base"]), target,
                     ignore=shutil.ignore_patterns("__pycache__", "instance", "*.pyc"))
+    originals = {}
     for edit in spec.get("edit", []):
         path = target / edit["file"]
         text = path.read_text()
+        originals.setdefault(path, text)
         if edit["old"] not in text:
             raise AssertionError(f"fixture {name}: {edit['file']} of {base or spec['base']} no longer holds "
                                  f"{edit['old']!r}; update tests/fixtures/broken/{name}")
         path.write_text(text.replace(edit["old"], edit["new"]))
+    if spec.get("uncommitted_fix"):  # the mistake committed, the step's own files back uncommitted
+        git = ["git", "-C", str(target), "-c", "user.name=learner", "-c", "user.email=learner@example.com"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "deploy files"]):
+            subprocess.run(git + args, check=True, capture_output=True)
+        for path, text in originals.items():
+            path.write_text(text)
     return spec
 
 
@@ -185,6 +193,8 @@ def test_broken_app_fails_the_right_check_with_its_hint_and_cause(runs, name):
             assert flat(part) in terminal
         if "observed" in spec:
             assert spec["observed"] in test["observed"]
+        if "layer" in test:  # the stage whose layer produced the failure, once results files carry it
+            assert test["layer"] == spec.get("layer"), f"{expectation_id}: layer {test['layer']}"
     if not spec.get("cause"):  # a wrong answer, not an exception: no cause to show
         assert all(tests[i]["cause"] is None for i in spec["fails"])
 
@@ -193,11 +203,11 @@ def test_every_reason_a_check_gives_has_its_hint():
     """Each reason literal in a check_NN_* (or a helper, for the [problems] ones) has a hint."""
     import ast
 
-    from checks import stages, subject
+    from checks import bundled, probes, stages, subject
 
     problems = tomllib.loads((STEPS / "steps.toml").read_text())["problems"]
     hints = {e.test_name: e.hints for s in STAGES for e in s.expectations}
-    for module in (stages, subject):
+    for module in (stages, subject, probes, bundled):
         tree = ast.parse(Path(module.__file__).read_text())
         for function in (n for n in tree.body if isinstance(n, ast.FunctionDef) or isinstance(n, ast.ClassDef)):
             known = hints.get(function.name, problems)

@@ -143,6 +143,20 @@ def test_without_ebignore_a_git_folder_ships_its_committed_tree(tmp_path):
     assert "git archive" in bundle.how
 
 
+def test_a_folder_inside_a_repository_ships_its_committed_files(tmp_path):
+    app = tmp_path / "repo" / "app"
+    app.mkdir(parents=True)
+    (app / "application.py").write_text("application = None\n")
+    (tmp_path / "repo" / "outside.py").write_text("")
+    run = ["git", "-C", str(tmp_path / "repo"), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*run, "init", "-q"], check=True)
+    subprocess.run([*run, "add", "-A"], check=True)
+    subprocess.run([*run, "commit", "-q", "-m", "one"], check=True)
+    (app / "uncommitted.py").write_text("")
+    bundle = bundle_from_dir(app, tmp_path / "out")
+    assert bundle.files == ["application.py"] and "git archive" in bundle.how
+
+
 def test_extra_folders_in_the_bundle_are_caught(bundle, capsys):
     (bundle / "steps" / "01-skeleton").mkdir(parents=True)
     (bundle / "steps" / "01-skeleton" / "application.py").write_text("")

@@ -78,6 +78,9 @@ def test_text_protocol_lists_items_and_reads_raw_values(plain):
     assert item["exp"] == -1
     assert memcached.raw_get(plain.port, "runtime:text") == b"plain bytes"
     assert memcached.raw_get(plain.port, "runtime:absent") is None
+    assert memcached.raw_delete(plain.port, "runtime:text") is True
+    assert memcached.raw_get(plain.port, "runtime:text") is None
+    assert memcached.raw_delete(plain.port, "runtime:text") is False
 
 
 def test_a_wrong_password_is_one_clear_error(sasl):
