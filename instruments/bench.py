@@ -1,6 +1,7 @@
 """`make bench`: how fast final/ is, next to the fastest a Flask app can be on this machine.
 
     python -m instruments.bench [--sizes 100,10000,100000] [--duration 5] [--rounds 5]
+    python -m instruments.bench --only warm [--sizes 100] [--rounds 5]
 
 Everything runs through runtime.harness with Elastic Beanstalk's server (gunicorn, 1 worker, 15
 threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package):
@@ -21,7 +22,9 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
 Every measurement also takes the gunicorn worker's CPU time per request (from /proc), steadier
 than throughput on a shared machine. Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
 same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
-It is a command, not a test: tests/test_bench.py runs a small version and checks only its output.
+`--only warm` measures just final/'s warm page (both visitors) against the bare get, in paired
+rounds, and prints each round's ratios and their medians (a minute or two, not the full bench's
+twenty): the loop to run while making the warm page faster. It is a command, not a test: tests/test_bench.py runs a small version and checks only its output.
 """
 import argparse
 import http.client
@@ -325,6 +328,49 @@ def until_cached(app, url, timeout=30.0):
     raise BenchError(f"{url} did not use memcached again within {timeout:.0f}s of its restart")
 
 
+def warm_only(options, workdir):
+    """final/'s warm page, for both visitors, paired with the bare get in each round; the order
+    within a round alternates, so a load that grows over a round hits both sides alike."""
+    wrk = Wrk(options.threads, options.connections, workdir)
+    with harness.run_app(FINAL, database="mariadb", cache="sasl") as app:
+        for size in options.sizes:
+            seed(app, size)
+            final = app.spawn()
+            try:
+                cookie = returning_cookies(final.url)
+                get_dir = flask_dir(workdir, f"bare-get-{size}", BARE_GET_APP, page_bytes(final.url))
+                with harness.run_app(get_dir, cache=None, env=memcached_env(app.memcached)) as bare:
+                    runs = [("full caching", final, ()), (RETURNING, final, (cookie,)),
+                            (BARE_GET, bare.servers[0], ())]
+                    rounds = [warm_round(wrk, runs if n % 2 else runs[::-1], options.duration)
+                              for n in range(options.rounds)]
+            finally:
+                final.stop()
+            for n, row in enumerate(rounds, 1):
+                print(f"{size:,} tasks, round {n}: " + warm_ratios(row))
+            print(f"{size:,} tasks, median of {options.rounds}: " + "; ".join(
+                f"{label} {statistics.median(r[label]['rps'] / r[BARE_GET]['rps'] for r in rounds):.2f}x"
+                f" req/s, {statistics.median(r[label]['cpu_us'] / r[BARE_GET]['cpu_us'] for r in rounds):.2f}x"
+                " CPU" for label in ("full caching", RETURNING)))
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cpus")
+    return 0
+
+
+def warm_round(wrk, runs, duration):
+    row = {}
+    for label, server, headers in runs:
+        row[label] = measure(wrk, server, duration, headers)
+    return row
+
+
+def warm_ratios(row):
+    bare = row[BARE_GET]
+    return "; ".join(f"{label} {row[label]['rps']:,.0f} req/s, {row[label]['cpu_us']:.0f} us CPU"
+                     + ("" if label == BARE_GET else f" ({row[label]['rps'] / bare['rps']:.2f}x, "
+                        f"{row[label]['cpu_us'] / bare['cpu_us']:.2f}x)")
+                     for label in ("full caching", RETURNING, BARE_GET))
+
+
 # --- the command -------------------------------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
@@ -366,6 +412,8 @@ def parse(argv):
     parser.add_argument("--threads", type=positive, default=1, help="wrk threads (default 1)")
     parser.add_argument("--writes", type=positive, default=15,
                         help="writes timed for the first read after a write (default 15)")
+    parser.add_argument("--only", choices=["warm"],
+                        help="warm: only final/'s warm page against the bare get, paired rounds")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default build/bench)")
     return parser.parse_args(argv)
 
@@ -379,6 +427,8 @@ def main(argv):
     try:
         options.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+            if options.only == "warm":
+                return warm_only(options, workdir)
             results, first_reads = run(options, workdir)
     except (BenchError, ServiceError, OSError, subprocess.SubprocessError) as exc:
         print(f"bench: {exc}", file=sys.stderr)

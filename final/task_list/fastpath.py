@@ -26,6 +26,8 @@ class FrontPage:
         self.on = "view" in app.config["CACHE_LAYERS"]
         self.key = app.config["CACHE_KEY_PREFIX"] + caching.FRONT_PAGE
         self.release = app.config["RELEASE"]
+        # The last page's ETag and its two header lists, built once per page, not per request.
+        self.last = ((None, None), None, None)
 
     def answers(self, environ):
         # Any cookie whose name or value mentions the flash cookie goes to Flask: a message may wait.
@@ -41,12 +43,16 @@ class FrontPage:
         if entry is None:
             environ[caching.MISSED] = True
             return self.wsgi_app(environ, start_response)
-        headers = caching.page_headers(entry["etag"])
+        etag, html = entry["etag"], entry["html"]
+        made_for, not_modified, ok = self.last
+        if made_for != (etag, len(html)):
+            not_modified = caching.page_headers(etag)
+            ok = not_modified + [("Content-Type", "text/html; charset=utf-8"),
+                                 ("Content-Length", str(len(html)))]
+            self.last = ((etag, len(html)), not_modified, ok)
         match = environ.get("HTTP_IF_NONE_MATCH")
-        if match is not None and entry["etag"] in parse_etags(match):
-            start_response("304 NOT MODIFIED", headers)
+        if match is not None and etag in parse_etags(match):
+            start_response("304 NOT MODIFIED", list(not_modified))
             return []
-        html = entry["html"]
-        start_response("200 OK", headers + [("Content-Type", "text/html; charset=utf-8"),
-                                            ("Content-Length", str(len(html)))])
+        start_response("200 OK", list(ok))
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [html]
