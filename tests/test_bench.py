@@ -44,3 +44,13 @@ def test_bench_refuses_bad_options_in_one_line():
         result = bench(*args)
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_bench_only_warm_prints_each_rounds_ratios_and_their_median():
+    result = bench("--only", "warm", "--sizes", "20", "--duration", "1", "--rounds", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [
+        "20 tasks, round 1", "20 tasks, round 2", "20 tasks, median of 2"]
+    assert "full caching, returning" in lines[2] and "x CPU of bare WSGI: one pooled get" in lines[2]
+    assert lines[3].startswith("load average ")
