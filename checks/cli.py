@@ -17,6 +17,7 @@ from pathlib import Path
 
 from checks.manifest import ROOT, ManifestError, manifest_path, stage_of
 from checks.plugin import Results
+from runtime import UsageError
 
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
@@ -25,10 +26,6 @@ WIDTH = 100
 # "cause", each failure's "reason" and the hint for it; a test's text and lesson section are the
 # manifest's (by "name"), and a passing test carries no text at all.
 RESULTS_VERSION = 4
-
-
-class UsageError(Exception):
-    """Bad input from the person at the keyboard: reported in one line, exit status 2."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -37,10 +37,9 @@ from pathlib import Path
 from instruments.benchapps import CEILING_APP, LIMIT_APP, flask_dir, memcached_env
 from instruments.benchreport import (CEILING, LIMIT, RETURNING, SHOWN, STOPPED, TUTORIAL,
                                      TUTORIAL_CEILING, median_of, plot, table, targets)
-from runtime import harness
+from runtime import ROOT, harness
 from runtime.services import ServiceError
 
-ROOT = harness.services.ROOT
 FINAL = ROOT / "final"
 OUT_DIR = ROOT / "build" / "bench"
 TUTORIAL_SIZE = 100  # steps/09 lists every task on one page: measured at this size only

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from runtime import memcached, services
+from runtime import UsageError, memcached, services
 
 PAGE = Path(__file__).resolve().parent / "dashboard_assets" / "page.html"
 SAMPLE_SECONDS = 1.0
@@ -52,10 +52,6 @@ DELTA_WORDS = {
     "delete_misses": ("delete miss", "delete misses"),
     "evictions": ("eviction", "evictions"),
 }
-
-
-class UsageError(Exception):
-    """Bad options (exit 2); the message is one line for stderr."""
 
 
 class DashboardError(Exception):

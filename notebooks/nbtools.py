@@ -20,17 +20,17 @@ import urllib.parse
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent
-ROOT = NOTEBOOKS.parent
+if str(NOTEBOOKS.parent) not in sys.path:
+    sys.path.insert(0, str(NOTEBOOKS.parent))  # the repository, for runtime
+
+from runtime import ROOT  # noqa: E402
+from runtime.memcached import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
+from runtime.taskpage import add_form, names as names_on, parse_forms, task_id  # noqa: E402
+
 BUILD = ROOT / "build" / "notebooks"
 KERNEL = "workshop"
 SIZE_SETTING = "NOTEBOOK_MAX_TASKS"
 FULL_RUN = 10_000
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from runtime.memcached import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
-from runtime.taskpage import names as names_on, parse_forms, task_id  # noqa: E402
 
 
 def max_tasks():
@@ -158,7 +158,7 @@ class Recorder:
 
     def add(self, name):
         """POST the add form of the last page loaded (without following the redirect)."""
-        form = next(f for f in parse_forms_on(self.page, self.visitor) if f.method == "POST" and f.texts)
+        form = add_form(parse_forms_on(self.page, self.visitor))
         return self._record(f"POST / (add {name!r})",
                             lambda: self.visitor.submit(form, {form.texts[0]: name}, follow=False))
 

@@ -27,15 +27,14 @@ import time
 from pathlib import Path
 
 from rehearsal import rules
-from rehearsal.bundle import (UsageError, bundle_from_dir, bundle_from_git, check_contents,
-                              size_text, zip_bundle)
+from rehearsal.bundle import bundle_from_dir, bundle_from_git, check_contents, size_text, zip_bundle
 from rehearsal.platform import PLATFORM
 from rehearsal.readers import read_requirements, static_mappings
 from rehearsal.replay import Replay
 from rehearsal.venv import ReplayError
+from runtime import ROOT, UsageError
 from runtime.services import ServiceError
 
-ROOT = Path(__file__).resolve().parent.parent
 USAGE = "usage: python -m rehearsal [--ref REF | --dir DIR] [--static]"
 
 

@@ -13,7 +13,8 @@ import os
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from runtime import ROOT
+
 RESULTS_DIR = ROOT / "build" / "results"
 
 

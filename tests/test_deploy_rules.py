@@ -14,6 +14,7 @@ from checks import stages
 from rehearsal import bundle, report, rules
 from rehearsal.bundle import bundle_from_dir, bundle_from_git
 from conftest import ROOT
+from runtime import DIFF_NAME, LEFTOVERS, LESSON
 
 STEP = ROOT / "steps" / "09-sessions"
 
@@ -60,8 +61,7 @@ def broken_copy(case, root_bundle, tmp_path):
     _, kind, file, old, new = case
     copy = tmp_path / "bundle"
     shutil.copytree(STEP if kind == "step" else root_bundle, copy,
-                    ignore=shutil.ignore_patterns("__pycache__", "instance", "README.md",
-                                                  "CHANGES.diff"))
+                    ignore=shutil.ignore_patterns(LESSON, DIFF_NAME, *LEFTOVERS))
     path = copy / file
     if old is None:
         path.unlink()
