@@ -212,7 +212,8 @@ def execute(path, timeout=900):
         # Unix sockets instead of loopback TCP: private to this user, and no warning about it.
         config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
         client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, config=config,
-                                resources={"metadata": {"path": str(NOTEBOOKS)}})
+                                resources={"metadata": {"path": str(NOTEBOOKS)}},
+                                on_cell_executed=cell_progress(path, nb))
         try:
             client.execute()
         except CellExecutionError as exc:
@@ -224,6 +225,23 @@ def execute(path, timeout=900):
     (BUILD / f"{path.stem}.html").write_text(body)
     nbformat.write(nb, BUILD / path.name)  # the executed copy, outputs and all
     return error
+
+
+def cell_progress(path, nb):
+    """nbclient's on_cell_executed hook: one line per code cell, with its time and the run's."""
+    total = sum(1 for cell in nb.cells if cell.cell_type == "code")
+    started = last = time.monotonic()
+    done = 0
+
+    def executed(cell, cell_index, execute_reply):
+        nonlocal last, done
+        now = time.monotonic()
+        done += 1
+        print(f"    {path.name}: code cell {done} of {total} (cell {cell_index + 1}) in {now - last:.1f} s, "
+              f"{now - started:.0f} s so far", flush=True)
+        last = now
+
+    return executed
 
 
 def failed_cell(nb):
@@ -257,6 +275,7 @@ def main(argv):
     ensure_kernel()
     failed = 0
     for path in paths:
+        print(f"  running {path.name}", flush=True)
         start = time.monotonic()
         error = execute(path)
         took = time.monotonic() - start
