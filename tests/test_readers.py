@@ -9,6 +9,7 @@ from packaging.markers import default_environment
 from rehearsal import rules
 from rehearsal.platform import ENVIRONMENT_NAMESPACE, MARKER_ENVIRONMENT
 from rehearsal.readers import Config, read_requirements
+from runtime import harness
 from conftest import ROOT
 
 APP = "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"
@@ -120,7 +121,7 @@ def test_a_hashed_requirements_file_with_markers_deploys_with_no_findings(tmp_pa
     """The whole rule set, the import of the app with only what the file installs included."""
     step = ROOT / "steps" / "09-sessions"
     root = tmp_path / "app"
-    shutil.copytree(step, root, ignore=shutil.ignore_patterns("__pycache__", "instance"))
+    shutil.copytree(step, root, ignore=harness.COPY_IGNORE)
     lines = (root / "requirements.txt").read_text().splitlines()
     hashed = [f"{line} \\\n    --hash=sha256:{'0' * 64}" if "==" in line else line for line in lines]
     text = "\n".join(hashed).replace("pylibmc==1.6.3", 'pylibmc==1.6.3 ; python_version < "3.12"')
