@@ -17,7 +17,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "notebooks"))
 import nbtools  # noqa: E402
 
-# One worker runs them all under pytest-xdist's --dist loadgroup: they share build/notebooks/.
+# One worker runs them all (make test's --dist loadfile, or loadgroup): they share build/notebooks/.
 pytestmark = pytest.mark.xdist_group("notebooks")
 TEST_MAX_TASKS = 1_000
 NOTEBOOKS = {path.stem: path for path in nbtools.notebook_paths()}
