@@ -49,9 +49,10 @@ run: setup $(if $(SERVICES),services,)
 	  if [ -d migrations ]; then $(CURDIR)/$(PY) -m flask --app application --debug db upgrade; fi && \
 	  exec $(CURDIR)/$(PY) -m flask --app application run --debug --host 127.0.0.1 --port "$$PORT"'
 
+# Two workers, each taking whole test files (their module fixtures boot apps once per file).
 test: services
 	@echo "==> running the tests"
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n 2 --dist loadfile
 
 # make check STEP=04 APP=workspace: does the app do what stage 04 asks?
 # APP defaults to workspace/ here (the APP above is make run's folder, so only a command-line APP counts).

@@ -8,13 +8,14 @@ hang at import waits (faulthandler's dump). Nothing here imports or runs the lea
 """
 import re
 
+from runtime.harness import WATCHDOG
+
 TRACEBACK = "Traceback (most recent call last):"
 FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)(?:,? in (?P<func>\S+))?')
 # gunicorn's words when it cannot load the app object (no traceback), and when a worker died.
 NO_APP = re.compile(r"(Failed to find attribute .*|Failed to parse .*|"
                     r"Application object must be callable\.?)")
 WORKER_DIED = re.compile(r"(WORKER TIMEOUT .*|Worker \(pid:\d+\) (?:was sent \S+|exited with code \d+).*)")
-WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's dump of a hung import
 LIMIT = 600  # characters of a cause: a few lines, whatever the app printed
 
 

@@ -19,13 +19,10 @@ from checks import stalls
 from checks.manifest import ROOT, ManifestError, manifest_path, stage_of
 from checks.plugin import Results
 from checks.results import app_record, render
+from runtime import UsageError
 
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
-
-
-class UsageError(Exception):
-    """Bad input from the person at the keyboard: reported in one line, exit status 2."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -18,7 +18,7 @@ from pathlib import Path
 from checks.cli import Parser, UsageError, common_options, shown_path
 from checks.manifest import ROOT, load_manifest, manifest_path
 from checks.placement import CELL, FORMATS, cut, learner_row, missing_row, notes, write_reports
-from runtime import processes
+from runtime import harness, processes
 
 DEFAULT_OUT = ROOT / "build" / "grades"
 
@@ -178,7 +178,7 @@ def bench(options):
         for i in range(options.learners):
             source = sources[i % len(sources)]
             target = class_dir / f"learner{i + 1:02d}"
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "instance"))
+            shutil.copytree(source, target, ignore=harness.COPY_IGNORE)
             folders.append((target.name, target))
         started = time.monotonic()
         rows = grade_all(folders, options, tmp / "class-report", stages, echo=False)

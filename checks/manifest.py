@@ -9,7 +9,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from runtime import ROOT
+
 STEPS = ROOT / "steps"
 MANIFEST = STEPS / "steps.toml"
 FORMAT = 1

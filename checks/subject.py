@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from checks import causes, stalls
-from runtime import harness, memcached, processes
+from runtime import harness, memcached, processes, taskpage
 from runtime.visitor import Visitor
 
 
@@ -198,14 +198,10 @@ class CheckVisitor(Visitor):
 
     def add_form(self, path="/"):
         """The form that adds a task: a POST form with a text field."""
-        form = next((f for f in self.forms(path) if f.method == "POST" and f.texts), None)
+        form = taskpage.add_form(self.forms(path))
         expect(form is not None, f"GET {path} shows no form with a text field for a task's name",
                "no_add_form")
         return form
-
-    def add_task(self, name, path="/", follow=True):
-        form = self.add_form(path)
-        return self.submit(form, {form.texts[0]: name}, follow=follow)
 
     def with_cookies_of(self, other):
         self.http.cookies.update(other.http.cookies)

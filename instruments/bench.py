@@ -45,10 +45,9 @@ from instruments.benchapps import (BARE_GET_APP, BARE_STATIC_APP, CEILING_APP, L
 from instruments.benchreport import (BARE_GET, BARE_STATIC, CEILING, LIMIT, RETURNING, SHOWN,
                                      STOPPED, TUTORIAL, TUTORIAL_CEILING, median_of, plot, table,
                                      targets)
-from runtime import harness, processes
+from runtime import ROOT, harness, processes
 from runtime.services import ServiceError
 
-ROOT = harness.services.ROOT
 FINAL = ROOT / "final"
 OUT_DIR = ROOT / "build" / "bench"
 TUTORIAL_SIZE = 100  # steps/09 lists every task on one page: measured at this size only

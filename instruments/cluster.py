@@ -22,10 +22,9 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from runtime import harness, memcached, processes, services
+from runtime import ROOT, harness, memcached, processes, services
 from runtime.services import ServiceError
 
-ROOT = services.ROOT
 RUN_DIR = ROOT / ".cluster"
 FINAL = ROOT / "final"
 STATE = "cluster.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from instruments.cockpit import Cockpit
 from instruments.counters import SAMPLE_SECONDS, Monitor, log
-from runtime import checkruns, services
+from runtime import UsageError, checkruns, services
 
 ASSETS = Path(__file__).resolve().parent / "dashboard_assets"
 # What the server sends besides the API: path -> (file in ASSETS, content type).
@@ -30,10 +30,6 @@ FILES = {"/": ("page.html", "text/html"), "/dashboard.css": ("dashboard.css", "t
          "/common.js": ("common.js", "text/javascript"), "/counters.js": ("counters.js", "text/javascript"),
          "/cockpit.js": ("cockpit.js", "text/javascript")}
 DEFAULT_APP = checkruns.ROOT / "workspace"
-
-
-class UsageError(Exception):
-    """Bad options (exit 2); the message is one line for stderr."""
 
 
 class DashboardError(Exception):

@@ -20,17 +20,17 @@ import urllib.parse
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parent
-ROOT = NOTEBOOKS.parent
+if str(NOTEBOOKS.parent) not in sys.path:
+    sys.path.insert(0, str(NOTEBOOKS.parent))  # the repository, for runtime
+
+from runtime import ROOT  # noqa: E402
+from runtime.memcached import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
+from runtime.taskpage import add_form, names as names_on, parse_forms, task_id  # noqa: E402
+
 BUILD = ROOT / "build" / "notebooks"
 KERNEL = "workshop"
 SIZE_SETTING = "NOTEBOOK_MAX_TASKS"
 FULL_RUN = 10_000
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from runtime.memcached import metadump, raw_get  # noqa: E402,F401  (notebooks call them via nbtools)
-from runtime.taskpage import names as names_on, parse_forms, task_id  # noqa: E402
 
 
 def max_tasks():
@@ -158,7 +158,7 @@ class Recorder:
 
     def add(self, name):
         """POST the add form of the last page loaded (without following the redirect)."""
-        form = next(f for f in parse_forms_on(self.page, self.visitor) if f.method == "POST" and f.texts)
+        form = add_form(parse_forms_on(self.page, self.visitor))
         return self._record(f"POST / (add {name!r})",
                             lambda: self.visitor.submit(form, {form.texts[0]: name}, follow=False))
 
@@ -212,7 +212,8 @@ def execute(path, timeout=900):
         # Unix sockets instead of loopback TCP: private to this user, and no warning about it.
         config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
         client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, config=config,
-                                resources={"metadata": {"path": str(NOTEBOOKS)}})
+                                resources={"metadata": {"path": str(NOTEBOOKS)}},
+                                on_cell_executed=cell_progress(path, nb))
         try:
             client.execute()
         except CellExecutionError as exc:
@@ -224,6 +225,23 @@ def execute(path, timeout=900):
     (BUILD / f"{path.stem}.html").write_text(body)
     nbformat.write(nb, BUILD / path.name)  # the executed copy, outputs and all
     return error
+
+
+def cell_progress(path, nb):
+    """nbclient's on_cell_executed hook: one line per code cell, with its time and the run's."""
+    total = sum(1 for cell in nb.cells if cell.cell_type == "code")
+    started = last = time.monotonic()
+    done = 0
+
+    def executed(cell, cell_index, execute_reply):
+        nonlocal last, done
+        now = time.monotonic()
+        done += 1
+        print(f"    {path.name}: code cell {done} of {total} (cell {cell_index + 1}) in {now - last:.1f} s, "
+              f"{now - started:.0f} s so far", flush=True)
+        last = now
+
+    return executed
 
 
 def failed_cell(nb):
@@ -257,6 +275,7 @@ def main(argv):
     ensure_kernel()
     failed = 0
     for path in paths:
+        print(f"  running {path.name}", flush=True)
         start = time.monotonic()
         error = execute(path)
         took = time.monotonic() - start

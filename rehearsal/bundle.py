@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from rehearsal.platform import MAX_BUNDLE_BYTES
 from rehearsal.rules import Finding
+from runtime import UsageError
 
 # What a bundle must never carry: the workshop's own tooling and local state.
 FORBIDDEN_TOP = {"steps", "tests", "checks", "runtime", "instruments", "rehearsal", "notebooks",
@@ -22,10 +23,6 @@ FORBIDDEN_TOP = {"steps", "tests", "checks", "runtime", "instruments", "rehearsa
                  ".pytest_cache", "services.env", "requirements-dev.txt", ".elasticbeanstalk"}
 FORBIDDEN_PARTS = {"__pycache__", "instance", ".ipynb_checkpoints", "node_modules"}
 FORBIDDEN_SUFFIXES = {".pyc", ".ipynb", ".sqlite", ".sqlite3"}
-
-
-class UsageError(Exception):
-    """Bad input: one line on stderr, exit 2."""
 
 
 @dataclass

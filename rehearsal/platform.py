@@ -3,6 +3,8 @@
 Sources: the AWS docs (customize-containers-ec2, environment-resources, command-options-general,
 command-options-specific, python-configuration-procfile) and the AL2023 package repositories.
 """
+from runtime.harness import EB_THREADS, EB_WORKERS
+
 PLATFORM = "Python 3.11 running on 64bit Amazon Linux 2023"
 # EB's virtualenv lives at /var/app/venv/staging-<random>; this is the name seen on AL2 instances.
 VENV_NAME = "staging-LQM1lest"
@@ -78,3 +80,32 @@ DEBIAN_NAMES = {"libmariadb-dev": "mariadb-connector-c-devel",
 
 STATIC_NAMESPACE = "aws:elasticbeanstalk:environment:proxy:staticfiles"
 ENVIRONMENT_NAMESPACE = "aws:elasticbeanstalk:application:environment"
+PYTHON_NAMESPACE = "aws:elasticbeanstalk:container:python"
+
+# Without a Procfile the platform runs gunicorn on WSGIPath (default `application`) with
+# NumProcesses workers and NumThreads threads; nginx forwards to port 8000.
+DEFAULT_WSGI_PATH = "application"
+DEFAULT_WORKERS = EB_WORKERS
+DEFAULT_THREADS = EB_THREADS
+PROXY_PORT = 8000
+# nginx serves /static from the bundle's static/ folder unless a mapping says otherwise.
+DEFAULT_STATIC = {"/static": "static"}
+
+# The app's virtualenv, which container commands must activate to reach its tools.
+VENV_ACTIVATE = "source /var/app/venv/*/bin/activate"
+VENV_FOLDER = "/var/app/venv/"
+# Where AL2023 keeps the SASL plugins (cyrus-sasl-plain), and the Debian folder that must not travel.
+SASL_PLUGINS = "/usr/lib64/sasl2"
+DEBIAN_SASL_PLUGINS = "x86_64-linux-gnu/sasl2"
+# Packages the AL2023 repositories lack, and why none is needed.
+NOT_IN_AL2023 = {"libmemcached-devel": "the pylibmc wheel already bundles libmemcached"}
+
+# What pip evaluates a requirement's environment marker against on the platform (PEP 508 names).
+# Only "3.11" is known of its Python and nothing of its kernel, so those stay that coarse.
+MARKER_ENVIRONMENT = {
+    "implementation_name": "cpython", "implementation_version": "3.11",
+    "platform_python_implementation": "CPython", "python_version": "3.11",
+    "python_full_version": "3.11", "os_name": "posix", "sys_platform": "linux",
+    "platform_system": "Linux", "platform_machine": "x86_64", "platform_release": "",
+    "platform_version": "", "extra": "",
+}

@@ -27,15 +27,14 @@ import time
 from pathlib import Path
 
 from rehearsal import rules
-from rehearsal.bundle import (UsageError, bundle_from_dir, bundle_from_git, check_contents,
-                              size_text, zip_bundle)
+from rehearsal.bundle import bundle_from_dir, bundle_from_git, check_contents, size_text, zip_bundle
 from rehearsal.platform import PLATFORM
-from rehearsal.readers import parse_requirements, static_mappings
+from rehearsal.readers import read_requirements, static_mappings
 from rehearsal.replay import Replay
 from rehearsal.venv import ReplayError
+from runtime import ROOT, UsageError
 from runtime.services import ServiceError
 
-ROOT = Path(__file__).resolve().parent.parent
 USAGE = "usage: python -m rehearsal [--ref REF | --dir DIR] [--static]"
 
 
@@ -65,7 +64,7 @@ def static_checks(bundle, out):
         found = judged.by_config[config.path]
         out.step("ok" if not found else "FINDING", f"{config.path}  {describe_config(config)}")
     requirements = bundle.root / "requirements.txt"
-    count = len(parse_requirements(requirements.read_text())) if requirements.is_file() else 0
+    count = len(read_requirements(requirements.read_text())) if requirements.is_file() else 0
     found = judged.requirements + judged.runtime_needs
     out.step("ok" if not found else "FINDING", f"requirements.txt  {count} requirement(s), each "
              "pinned, no development tools, all the app imports" if not found else "requirements.txt")

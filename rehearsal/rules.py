@@ -14,12 +14,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rehearsal.platform import (CONTAINER_COMMAND_KEYS, DEBIAN_NAMES, ENVIRONMENT_NAMESPACE,
-                                NAMESPACE_PREFIXES, NAMESPACES, OBSOLETE_NAMESPACES,
-                                PACKAGE_MANAGERS, STATIC_NAMESPACE, TOP_LEVEL_KEYS)
-from rehearsal.readers import (Config, EntryPoint, Finding, canonical, config_value,
-                               defines_name, gunicorn_parts, option_settings, parse_requirements,
-                               static_mappings)
+from rehearsal.platform import (CONTAINER_COMMAND_KEYS, DEBIAN_NAMES, DEBIAN_SASL_PLUGINS,
+                                DEFAULT_THREADS, DEFAULT_WORKERS, DEFAULT_WSGI_PATH,
+                                ENVIRONMENT_NAMESPACE, NAMESPACE_PREFIXES, NAMESPACES,
+                                NOT_IN_AL2023, OBSOLETE_NAMESPACES, PACKAGE_MANAGERS, PROXY_PORT,
+                                PYTHON_NAMESPACE, SASL_PLUGINS, STATIC_NAMESPACE, TOP_LEVEL_KEYS,
+                                VENV_ACTIVATE, VENV_FOLDER)
+from rehearsal.readers import (CommandError, Config, EntryPoint, Finding, config_environment,
+                               config_value, defines_name, option_settings, read_gunicorn,
+                               read_requirements, static_mappings)
 
 # Variables that hold secrets or per-environment endpoints: set them with `eb setenv`.
 SECRET_VARIABLES = ("SECRET_KEY", "RDS_PASSWORD", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD",
@@ -108,7 +111,7 @@ def check_option_settings(config):
             if option == "SASL_PATH":
                 findings.append(Finding(f"{where}: {namespace}: {option}",
                                         "is a Debian workaround; on Amazon Linux 2023 the pylibmc "
-                                        "wheel finds cyrus-sasl-plain in /usr/lib64/sasl2 by itself"))
+                                        f"wheel finds cyrus-sasl-plain in {SASL_PLUGINS} by itself"))
     return findings
 
 
@@ -123,7 +126,8 @@ def check_packages(config):
     for manager, names in packages.items():
         if manager not in PACKAGE_MANAGERS:
             findings.append(Finding(f"{where}: {manager}", "is not a package manager Elastic Beanstalk "
-                                    "knows (yum, rpm, rubygems, python)" + did_you_mean(str(manager), PACKAGE_MANAGERS)))
+                                    f"knows ({', '.join(PACKAGE_MANAGERS)})"
+                                    + did_you_mean(str(manager), PACKAGE_MANAGERS)))
             continue
         if manager == "python":
             findings.append(Finding(f"{where}: python", "installs outside the app's virtualenv; "
@@ -143,14 +147,14 @@ def check_packages(config):
             elif manager == "yum" and str(name).endswith("-dev"):
                 findings.append(Finding(f"{where}: yum: {name}", "looks like a Debian -dev package; "
                                         "Amazon Linux 2023 names them -devel"))
-            if manager == "yum" and name == "libmemcached-devel":
-                findings.append(Finding(f"{where}: yum: {name}", "is not in Amazon Linux 2023, and the "
-                                        "pylibmc wheel already bundles libmemcached: drop it"))
+            if manager == "yum" and name in NOT_IN_AL2023:
+                findings.append(Finding(f"{where}: yum: {name}", "is not in Amazon Linux 2023, and "
+                                        f"{NOT_IN_AL2023[name]}: drop it"))
     return findings
 
 
 def mentions_venv(command):
-    return "/var/app/venv/" in command and "activate" in command
+    return VENV_FOLDER in command and "activate" in command
 
 
 def check_container_commands(config):
@@ -193,7 +197,7 @@ def check_container_commands(config):
         runs_python = re.search(r"(^|[\s;&|(])(flask|python3?|alembic|gunicorn|pip3?)\b", command)
         if runs_python and not mentions_venv(command):
             findings.append(Finding(f"{here}: command", "runs Python tools without the app's virtualenv; "
-                                    "start it with `source /var/app/venv/*/bin/activate && `"))
+                                    f"start it with `{VENV_ACTIVATE} && `"))
         if re.search(r"\b(db\s+upgrade|migrate)\b", command) and spec.get("leader_only") is not True:
             findings.append(Finding(here, "runs migrations on every instance; add `leader_only: true`"))
         if spec.get("ignoreErrors") is True and re.search(r"\b(db\s+upgrade|migrate)\b", command):
@@ -212,9 +216,9 @@ def check_config(config):
     findings += check_packages(config)
     findings += check_container_commands(config)
     text = json.dumps(config.data, default=str)
-    if "x86_64-linux-gnu/sasl2" in text:
+    if DEBIAN_SASL_PLUGINS in text:
         findings.append(Finding(config.path, "names Debian's SASL plugin folder; Amazon Linux 2023 "
-                                             "keeps the plugins in /usr/lib64/sasl2"))
+                                             f"keeps the plugins in {SASL_PLUGINS}"))
     return findings
 
 
@@ -225,20 +229,25 @@ def check_requirements(root):
     if not path.is_file():
         return []
     findings, seen = [], {}
-    for number, name, spec, line in parse_requirements(path.read_text()):
-        where = f"requirements.txt: line {number}"
-        if name is None:
-            findings.append(Finding(where, f"{line!r}: keep every deployed requirement in this one "
+    for row in read_requirements(path.read_text()):
+        where = f"requirements.txt: line {row.number}"
+        if row.problem:
+            findings.append(Finding(where, f"{row.text!r} is not a requirement pip can read: {row.problem}"))
+            continue
+        if row.requirement is None:
+            findings.append(Finding(where, f"{row.text!r}: keep every deployed requirement in this one "
                                            "file, pinned with =="))
             continue
-        key = canonical(name)
+        if not row.installed:
+            continue  # its marker is false on the platform, so pip skips it there
+        name, key = row.requirement.name, row.name
         if key in seen:
             findings.append(Finding(where, f"{name} is listed twice (first on line {seen[key]})"))
-        seen[key] = number
+        seen[key] = row.number
         if key in DEV_TOOLS or key.startswith(DEV_TOOL_PREFIXES):
             findings.append(Finding(f"{where}: {name}", "is a development tool; the running app "
                                     "never imports it (it belongs in requirements-dev.txt)"))
-        if not re.match(r"^==\s*[0-9A-Za-z.!+*-]+$", spec):
+        if not row.pinned:
             findings.append(Finding(f"{where}: {name}", "is not pinned with ==; the instance would "
                                     "install whatever is newest on the day it deploys"))
     return findings
@@ -295,7 +304,7 @@ def check_runtime_needs(root, entry, timeout=60):
     path = Path(root) / "requirements.txt"
     if entry is None or not entry.module or not path.is_file():
         return []
-    names = [name for _, name, _, _ in parse_requirements(path.read_text()) if name]
+    names = [row.requirement.name for row in read_requirements(path.read_text()) if row.installed]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RDS_", "MEMCACHIER_", "FLASK_"))}
     env.update(PLATFORM_VARIABLES, PYTHONDONTWRITEBYTECODE="1")
     try:
@@ -335,7 +344,7 @@ def check_entry_point(root, configs, notes=None):
     """Where the platform will import the app from; a finding for every way it would not.
     NOTES, when given, collects remarks that are not findings."""
     root = Path(root)
-    wsgi = config_value(configs, "aws:elasticbeanstalk:container:python", "WSGIPath")
+    wsgi = config_value(configs, PYTHON_NAMESPACE, "WSGIPath")
     if (root / "Procfile").is_file():
         processes, findings = read_procfile(root)
         if "web" not in processes:
@@ -350,25 +359,34 @@ def check_entry_point(root, configs, notes=None):
         program = Path(tokens[0]).name if tokens else ""
         if program != "gunicorn":
             return EntryPoint(command, "Procfile", ".", "", ""), findings
-        spec, chdir, bind = gunicorn_parts(tokens)
-        if bind and not bind.endswith(":8000"):
-            findings.append(Finding(f"{where}: --bind", f"{bind}: nginx forwards to port 8000 "
-                                    "unless the PORT environment property says otherwise"))
-        app_dir = chdir or "."
+        try:
+            gunicorn = read_gunicorn(tokens, config_environment(configs), root)
+        except CommandError as exc:
+            return None, findings + [Finding(where, f"gunicorn would refuse to start: {exc}")]
+        for bind in gunicorn.bind:
+            if not bind.endswith(f":{PROXY_PORT}"):
+                findings.append(Finding(f"{where}: --bind", f"{bind}: nginx forwards to port {PROXY_PORT} "
+                                        "unless the PORT environment property says otherwise"))
+        spec = gunicorn.app
+        if spec is None and gunicorn.ignored:
+            return None, findings + [Finding(where, f"names no app: gunicorn ignores {gunicorn.ignored[0]!r} "
+                                             "in GUNICORN_CMD_ARGS; name it on the command line or as "
+                                             "wsgi_app in gunicorn.conf.py")]
+        app_dir = gunicorn.chdir or "."
         source = "Procfile"
     else:
         findings = []
-        spec = str(wsgi) if wsgi is not None else "application"
-        where = ("`aws:elasticbeanstalk:container:python: WSGIPath`" if wsgi is not None
-                 else "the platform's default WSGIPath (`application`, no Procfile)")
+        spec = str(wsgi) if wsgi is not None else DEFAULT_WSGI_PATH
+        where = (f"`{PYTHON_NAMESPACE}: WSGIPath`" if wsgi is not None
+                 else f"the platform's default WSGIPath (`{DEFAULT_WSGI_PATH}`, no Procfile)")
         if spec.endswith(".py") or "/" in spec:
             return None, [Finding(where, f"{spec!r} is a file path, the Amazon Linux AMI form; on "
                                          "Amazon Linux 2023 give a module, e.g. application:application")]
         app_dir = "."
         source = "WSGIPath"
-        workers = config_value(configs, "aws:elasticbeanstalk:container:python", "NumProcesses", 1)
-        threads = config_value(configs, "aws:elasticbeanstalk:container:python", "NumThreads", 15)
-        command = (f"gunicorn --bind 127.0.0.1:8000 --workers={workers} --threads={threads} "
+        workers = config_value(configs, PYTHON_NAMESPACE, "NumProcesses", DEFAULT_WORKERS)
+        threads = config_value(configs, PYTHON_NAMESPACE, "NumThreads", DEFAULT_THREADS)
+        command = (f"gunicorn --bind 127.0.0.1:{PROXY_PORT} --workers={workers} --threads={threads} "
                    f"{spec if ':' in spec else spec + ':application'}")
     if not spec:
         return None, findings + [Finding(where, "names no app to serve (module:callable)")]

@@ -14,7 +14,8 @@ import re
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from runtime import ROOT
+
 RESULTS_DIR = ROOT / "build" / "results"
 ATTEMPTS = 5
 

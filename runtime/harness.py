@@ -23,14 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime import memcached, processes, services
+from runtime import LEFTOVERS, memcached, processes, services
 from runtime.services import HarnessError
 
 # Elastic Beanstalk's default: gunicorn --workers=1 --threads=15 application:application
 EB_WORKERS = 1
 EB_THREADS = 15
-COPY_IGNORE = shutil.ignore_patterns(
-    ".venv", "venv", "__pycache__", "*.pyc", "instance", ".git", "*.sqlite", ".pytest_cache")
+COPY_IGNORE = shutil.ignore_patterns(*LEFTOVERS)
 # Variables the harness decides; whatever the caller's shell holds for them is dropped.
 OWNED_PREFIXES = ("RDS_", "MEMCACHIER_", "CACHE_", "SESSION_", "FLASK_", "SECRET_KEY", "APP_RELEASE")
 COUNTERS = ("get_hits", "get_misses", "cmd_get", "cmd_set", "delete_hits", "delete_misses",
@@ -64,7 +63,7 @@ if migrate:
     flask.cli.main()
 """
 IMPORTED = "workshop-harness: the app imported"
-WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's first line when time ran out
+WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's first line: a hung import
 # Held shared by every check while it runs, machine-wide: an app that boots meanwhile yields.
 CHECKING = Path(tempfile.gettempdir()) / "workshop-checking.lock"
 NICE = 10  # the niceness of a boot that yields to running checks

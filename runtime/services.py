@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime import processes
+from runtime import ROOT, processes
 
-ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".services"
 ENV_FILE = ROOT / "services.env"
 

@@ -1,8 +1,8 @@
 """The one reader of a task-list page: its forms, its visible text and its tasks.
 
-Any app's page: `parse_forms`, `texts`, `shows`, `occurrences`, `new_texts`, `links`, and the tasks read
-from their delete buttons (`task_ids`, `task_id`), which is all the checker may assume of a
-learner's markup. The workshop's own apps also mark each name (`<td class="name">`): `names`.
+Any app's page: `parse_forms` (and the `add_form` among them), `texts`, `shows`, `occurrences`,
+`new_texts`, `links`, and the tasks read from their delete buttons (`task_ids`, `task_id`), which
+is all the checker may assume of a learner's markup. The workshop's own apps also mark each name (`<td class="name">`): `names`.
 """
 import html
 import re
@@ -48,6 +48,11 @@ def parse_forms(page):
     parser = FormParser()
     parser.feed(page)
     return parser.forms
+
+
+def add_form(forms):
+    """The form that adds a task: the first POST form with a text field, or None."""
+    return next((f for f in forms if f.method == "POST" and f.texts), None)
 
 
 class TextParser(HTMLParser):

@@ -7,7 +7,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from runtime.taskpage import parse_forms
+from runtime.taskpage import add_form, parse_forms
 
 
 class Visitor:
@@ -45,11 +45,16 @@ class Visitor:
         return self.http.request(form.method, form.action, data=data, timeout=self.timeout,
                                  allow_redirects=follow)
 
-    def add_task(self, name, path="/", follow=True):
-        """Fill in the page's text field with NAME and submit its form."""
-        form = next((f for f in self.forms(path) if f.method == "POST" and f.texts), None)
+    def add_form(self, path="/"):
+        """The form on PATH that adds a task."""
+        form = add_form(self.forms(path))
         if form is None:
             raise AssertionError(f"no form with a text field on {path}")
+        return form
+
+    def add_task(self, name, path="/", follow=True):
+        """Fill in the add form's text field with NAME and submit it."""
+        form = self.add_form(path)
         return self.submit(form, {form.texts[0]: name}, follow=follow)
 
     def delete_forms(self, path="/"):

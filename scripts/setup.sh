@@ -9,7 +9,11 @@ PACKAGES=(mariadb-server mariadb-client memcached sasl2-bin libsasl2-modules lib
 # webapp user it runs the app as can reach (a Python under /root is out of its reach).
 PYTHON=${PYTHON:-python3.11}
 
+# VENV=/tmp/v make setup builds the virtualenv elsewhere (a fresh one, to time it).
+VENV=${VENV:-.venv}
+
 say() { printf '==> %s\n' "$*"; }
+. scripts/phase.sh
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v "$PYTHON" >/dev/null; then
@@ -31,24 +35,26 @@ for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  say "installing Debian packages: ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "Debian packages to install: ${missing[*]}"
+  phase "apt-get update" as_root apt-get update
+  phase "apt-get install (${#missing[@]} packages)" as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
 else
   say "Debian packages: all ${#PACKAGES[@]} present"
 fi
 
 stamp=$(cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
-if [ -f .venv/.stamp ] && [ "$(cat .venv/.stamp)" = "$stamp" ]; then
-  say ".venv: up to date"
+if [ -f "$VENV/.stamp" ] && [ "$(cat "$VENV/.stamp")" = "$stamp" ]; then
+  say "$VENV: up to date"
 else
-  if [ ! -x .venv/bin/python ]; then
-    say "creating .venv with $PYTHON"
-    "$PYTHON" -m venv .venv
+  if [ ! -x "$VENV/bin/python" ]; then
+    phase "creating $VENV with $PYTHON" "$PYTHON" -m venv "$VENV"
   fi
-  say "installing pinned requirements into .venv (first time: a few minutes)"
-  # This machine's pip config names extra local indexes that may be absent; hide those warnings.
-  .venv/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
-  echo "$stamp" > .venv/.stamp
+  # Two groups: what the apps run on, then the development tools (first time: a few minutes).
+  phase "pip install -r requirements.txt (the apps' packages)" \
+    "$VENV/bin/python" -m pip install --progress-bar off -r requirements.txt
+  phase "pip install -r requirements-dev.txt (tests, browser driver, notebooks)" \
+    "$VENV/bin/python" -m pip install --progress-bar off -r requirements-dev.txt
+  echo "$stamp" > "$VENV/.stamp"
 fi
 say "setup done"

@@ -14,12 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for runtime
+
+from runtime import DIFF_NAME, LEFTOVERS, LESSON, ROOT  # noqa: E402  (standard library only)
+
 WORKSPACE = ROOT / "workspace"
 STEPS = ROOT / "steps"
 # A checkpoint's lesson and diff stay in steps/; local leftovers are never copied.
-LEAVE_OUT = shutil.ignore_patterns("README.md", "CHANGES.diff", "instance", "__pycache__", "*.pyc",
-                                   ".venv", "venv", "*.sqlite", ".pytest_cache", ".elasticbeanstalk")
+LEAVE_OUT = shutil.ignore_patterns(LESSON, DIFF_NAME, *LEFTOVERS)
 
 
 class WorkspaceError(Exception):

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for its packages
 
-from runtime import harness  # noqa: E402
+from runtime import ROOT, harness  # noqa: E402  (the test modules take ROOT from here)
 
 FINAL = ROOT / "final"
 CHROMIUM = "/usr/bin/chromium"

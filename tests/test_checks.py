@@ -24,7 +24,7 @@ import pytest
 
 from checks.manifest import load_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 STEPS = ROOT / "steps"
 FINAL = ROOT / "final"
 BROKEN = Path(__file__).resolve().parent / "fixtures" / "broken"

@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -14,7 +13,7 @@ from playwright.sync_api import expect
 from instruments import counters
 from runtime import harness, services
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 STAGE_08 = ROOT / "steps" / "08-view-cache"
 SHOTS = ROOT / "build"
 

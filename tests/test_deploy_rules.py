@@ -10,10 +10,11 @@ import shutil
 
 import pytest
 
-from checks import stages
+from checks import bundled, stages
 from rehearsal import bundle, report, rules
 from rehearsal.bundle import bundle_from_dir, bundle_from_git
 from conftest import ROOT
+from runtime import DIFF_NAME, LEFTOVERS, LESSON
 
 STEP = ROOT / "steps" / "09-sessions"
 
@@ -60,8 +61,7 @@ def broken_copy(case, root_bundle, tmp_path):
     _, kind, file, old, new = case
     copy = tmp_path / "bundle"
     shutil.copytree(STEP if kind == "step" else root_bundle, copy,
-                    ignore=shutil.ignore_patterns("__pycache__", "instance", "README.md",
-                                                  "CHANGES.diff"))
+                    ignore=shutil.ignore_patterns(LESSON, DIFF_NAME, *LEFTOVERS))
     path = copy / file
     if old is None:
         path.unlink()
@@ -79,9 +79,15 @@ def rehearsal_findings(copy, tmp_path):
     return sorted(str(f) for f in findings if f.where != "bundle")
 
 
+def findings(app_dir):
+    """Check 03's findings, one list per check, on the bundle `eb deploy` would upload."""
+    root, _, _ = bundled.bundle_of(bundled.deploy_root(app_dir))
+    return bundled.view_of(root, app_dir.name).findings
+
+
 def test_check_03_and_the_rehearsal_call_the_same_rule_functions():
-    assert stages.judge is report.rules.judge is rules.judge
-    assert stages.walk_tree is bundle.walk_tree
+    assert bundled.judge is report.rules.judge is rules.judge
+    assert bundled.walk_tree is bundle.walk_tree
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -89,7 +95,7 @@ def test_check_03_and_the_rehearsal_give_the_same_findings(case, root_bundle, tm
     copy, app_dir = broken_copy(case, root_bundle, tmp_path)
     expected = rehearsal_findings(copy, tmp_path)
     assert expected, f"{case[0]}: the rehearsal found nothing, so the case breaks nothing"
-    _, _, by_check = stages.deploy_findings(app_dir)
+    by_check = findings(app_dir)
     assert sorted(str(f) for found in by_check.values() for f in found) == expected
     for check, found in by_check.items():
         if found:
@@ -101,4 +107,4 @@ def test_check_03_and_the_rehearsal_give_the_same_findings(case, root_bundle, tm
 def test_an_unbroken_bundle_has_no_findings_either_way(kind, root_bundle, tmp_path):
     copy, app_dir = broken_copy(("none", kind, "requirements.txt", "==", "=="), root_bundle, tmp_path)
     assert rehearsal_findings(copy, tmp_path) == []
-    assert all(found == [] for found in stages.deploy_findings(app_dir)[2].values())
+    assert all(found == [] for found in findings(app_dir).values())

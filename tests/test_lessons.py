@@ -21,14 +21,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from runtime.harness import run_app
 from test_steps import STEPS, delete_ids, folder, lesson, step_diffs, workspace
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 VENV_BIN = ROOT / ".venv" / "bin"
 # Ports the workshop may move (make run PORT=..., services.env): a lesson never spells them out.
 PORT = re.compile(r"127\.0\.0\.1:\d|localhost:\d|\b(5000|5050|3307|11311|11312)\b")

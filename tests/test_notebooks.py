@@ -17,7 +17,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "notebooks"))
 import nbtools  # noqa: E402
 
-# One worker runs them all under pytest-xdist's --dist loadgroup: they share build/notebooks/.
+# One worker runs them all (make test's --dist loadfile, or loadgroup): they share build/notebooks/.
 pytestmark = pytest.mark.xdist_group("notebooks")
 TEST_MAX_TASKS = 1_000
 NOTEBOOKS = {path.stem: path for path in nbtools.notebook_paths()}
@@ -162,3 +162,18 @@ def test_runner_refuses_bad_input_in_one_line(args, env, message):
                             capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_runner_says_each_code_cell_as_it_finishes(tmp_path, capsys):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# two cells"),
+                                         nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("print(x + 1)")])
+    path = tmp_path / "progress-check.ipynb"
+    nbformat.write(nb, path)
+    nbtools.ensure_kernel()
+    assert nbtools.execute(path) is None
+    lines = [line for line in capsys.readouterr().out.splitlines() if "progress-check.ipynb" in line]
+    assert [line.split(" in ")[0].strip() for line in lines] == [
+        "progress-check.ipynb: code cell 1 of 2 (cell 2)", "progress-check.ipynb: code cell 2 of 2 (cell 3)"]

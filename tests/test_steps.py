@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,7 +20,7 @@ from runtime.harness import run_app
 from checks.manifest import load_manifest
 from runtime.taskpage import parse_forms
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 FINAL = ROOT / "final"
 
 
