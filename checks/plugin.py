@@ -42,6 +42,8 @@ def pytest_addoption(parser):
                     help="seconds an app may take to start")
     group.addoption("--request-timeout", type=float, default=10.0,
                     help="seconds one request may take")
+    group.addoption("--full-priority", action="store_true",
+                    help="boot every app at full priority (the rerun of a check a stall spoiled)")
 
 
 def pytest_configure(config):

@@ -359,7 +359,7 @@ class Sampler:
         start, end = self.window(result)
         with self.lock:
             episodes = self.episodes + self.open_episodes(time.monotonic())
-        if result.status != "error":  # a starved boot spoils only a boot
+        if result.status != "error" and result.app_state != "hung":  # a starved boot: only a boot
             episodes = [e for e in episodes if e.who != BOOTING]
         stalls = overlapping(episodes, start, end)
         result.stall = stall_line(stalls) or None
@@ -370,7 +370,9 @@ class Sampler:
             earlier = [e for e in episodes if e.amount >= STALL and e.start < start]
             result.stall = (f"the app's memcached client gave up on the server ({sign})"
                             + (f" after {max(earlier, key=lambda e: e.end).text()}" if earlier else ""))
-        why = ("stall" if stalls else "gave up" if sign else
+        # A stall delays an answer and raises nothing: a crash with the app's own exception is its own.
+        raised = result.app_state == "crashed" and result.cause is not None and not sign
+        why = ("stall" if stalls and not raised else "gave up" if sign else
                "follows" if result.cause is not None and result.cause in self.suspect_causes else None)
         if why and result.cause:  # a later check that fails on the same cause follows from this one
             self.suspect_causes.add(result.cause)

@@ -277,12 +277,24 @@ class Memcache:
 
     def stats(self):
         """One entry per server: its address and whether it answered."""
-        try:
-            with self.pool.reserve() as client:
-                answered = {name.decode().split(" ")[0] for name, _ in client.get_stats()}
-        except self.errors:
-            answered = set()
+        answered = self._answered(self.pool.reserve)
+        if len(answered) < len(self.servers):
+            # Once more on a new client, on a thread of its own: a SASL login begun deep in a
+            # request can fail at random with the libmemcached in pylibmc 1.6.3 (see invalidate).
+            outcome = {}
+            again = threading.Thread(target=lambda: outcome.update(answered=self._answered(
+                lambda: contextlib.nullcontext(self.new_client()))))
+            again.start()
+            again.join()
+            answered |= outcome.get("answered", set())
         return [{"server": s, "ok": s in answered} for s in self.servers]
+
+    def _answered(self, reserve):
+        try:
+            with reserve() as client:
+                return {name.decode().split(" ")[0] for name, _ in client.get_stats()}
+        except self.errors:
+            return set()
 
 
 class LocalStore:
