@@ -205,14 +205,7 @@ class Memcache:
             now = [(k, v) for k, v in writes.items() if k not in self.waiting]
         failed = self._write(self.pool.reserve, now, timeout) if now else []
         if failed:
-            # On a thread of its own: a SASL login begun deep in a request can fail at random
-            # with the libmemcached in pylibmc 1.6.3 (WORKSHOP.md, Troubleshooting).
-            outcome = {"failed": failed}
-            retry = threading.Thread(target=self._write_on_new_client,
-                                     args=(failed, timeout, outcome))
-            retry.start()
-            retry.join()
-            failed = outcome["failed"]
+            failed = self._on_new_client(lambda borrow: self._write(borrow, failed, timeout), failed)
         if failed:
             self._keep(failed, timeout, guard_until)
         return not failed and len(now) == len(writes)
@@ -243,9 +236,9 @@ class Memcache:
             try:
                 for timeout in {w.timeout for w in batch.values()}:
                     writes = [(k, w.value) for k, w in batch.items() if w.timeout == timeout]
-                    outcome = {"failed": writes}
-                    self._write_on_new_client(writes, timeout, outcome)
-                    failed -= {k for k, _ in writes} - {k for k, _ in outcome["failed"]}
+                    still = self._on_new_client(
+                        lambda borrow: self._write(borrow, writes, timeout), writes)
+                    failed -= {k for k, _ in writes} - {k for k, _ in still}
             except Exception:  # a bug must not stop the retries: the instance would bypass for good
                 log.exception("memcached invalidation retry failed")
             with self.lock:
@@ -256,12 +249,23 @@ class Memcache:
             if failed:
                 time.sleep(self.RETRY_EVERY)
 
-    def _write_on_new_client(self, writes, timeout, outcome):
-        client = self.new_client()
-        try:
-            outcome["failed"] = self._write(lambda: contextlib.nullcontext(client), writes, timeout)
-        finally:
-            client.disconnect_all()
+    def _on_new_client(self, call, default):
+        """CALL(borrow) on a new client, on a thread of its own (a SASL login begun deep in a
+        request can fail at random with the libmemcached in pylibmc 1.6.3: WORKSHOP.md,
+        Troubleshooting); DEFAULT when it raised."""
+        outcome = {"result": default}
+
+        def run():
+            client = self.new_client()
+            try:
+                outcome["result"] = call(lambda: contextlib.nullcontext(client))
+            finally:
+                client.disconnect_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return outcome["result"]
 
     def _write(self, borrow, writes, timeout):
         """Set each key; return the writes that failed."""
@@ -278,15 +282,8 @@ class Memcache:
     def stats(self):
         """One entry per server: its address and whether it answered."""
         answered = self._answered(self.pool.reserve)
-        if len(answered) < len(self.servers):
-            # Once more on a new client, on a thread of its own: a SASL login begun deep in a
-            # request can fail at random with the libmemcached in pylibmc 1.6.3 (see invalidate).
-            outcome = {}
-            again = threading.Thread(target=lambda: outcome.update(answered=self._answered(
-                lambda: contextlib.nullcontext(self.new_client()))))
-            again.start()
-            again.join()
-            answered |= outcome.get("answered", set())
+        if len(answered) < len(self.servers):  # once more, as an invalidation is tried again
+            answered |= self._on_new_client(self._answered, set())
         return [{"server": s, "ok": s in answered} for s in self.servers]
 
     def _answered(self, reserve):
