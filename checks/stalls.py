@@ -184,6 +184,7 @@ class Sampler:
         self.watched = []
         self.starting = {}  # pid -> Process: the checker's children that no watched app owns
         self.suspect_causes = set()
+        self.suspect_boots = set()  # what the failures of a suspect boot observed
         self.cpu = 0.0  # the sampling thread's own CPU seconds
         self.samples = 0
         self.lock = threading.RLock()  # the thread samples under it; note() reads under it
@@ -372,10 +373,15 @@ class Sampler:
                             + (f" after {max(earlier, key=lambda e: e.end).text()}" if earlier else ""))
         # A stall delays an answer and raises nothing: a crash with the app's own exception is its own.
         raised = result.app_state == "crashed" and result.cause is not None and not sign
-        why = ("stall" if stalls and not raised else "gave up" if sign else
-               "follows" if result.cause is not None and result.cause in self.suspect_causes else None)
-        if why and result.cause:  # a later check that fails on the same cause follows from this one
+        # A later check that fails on the same cause, or on the same boot (an app that did not
+        # start is raised again to every check of it, at once), follows from this one.
+        follows = (result.cause is not None and result.cause in self.suspect_causes
+                   or result.status == "error" and result.observed in self.suspect_boots)
+        why = "stall" if stalls and not raised else "gave up" if sign else "follows" if follows else None
+        if why and result.cause:
             self.suspect_causes.add(result.cause)
+        if why and result.status == "error":
+            self.suspect_boots.add(result.observed)
         return why
 
 

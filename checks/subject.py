@@ -10,7 +10,6 @@ Health as hung, so every later check, on either configuration, fails at once ins
 """
 import contextlib
 import re
-import signal
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from checks import causes, stalls
-from runtime import harness, memcached, processes, taskpage
+from runtime import harness, memcached, taskpage
 from runtime.visitor import Visitor
 
 
@@ -117,18 +116,16 @@ class Subject:
     def restart(self):
         try:
             for server in self.app.servers:
-                kill(server.proc)
+                server.stop()
                 server.start()
         except harness.HarnessError as exc:
             raise boot_problem(exc, "the app did not start again") from None
 
     def stop(self):
-        """Kill the app's processes and its memcached: nothing in them is worth a clean exit,
-        and a graceful stop costs seconds per process (longer still if a request hangs)."""
-        for server in self.app.servers:
-            kill(server.proc)
+        """Kill the app's processes and its memcached (the harness kills, never asks)."""
+        self.app.stop()
         if self.app.memcached is not None:
-            kill(self.app.memcached.proc)
+            self.app.memcached.stop()
 
     def migration_versions(self):
         """The Alembic revisions recorded in the app's SQLite database, or None without one."""
@@ -209,12 +206,6 @@ class CheckVisitor(Visitor):
 
 
 
-def kill(proc):
-    """SIGKILL a process and its children (gunicorn's workers), and reap it."""
-    if proc is not None:
-        processes.stop(proc, signal.SIGKILL, family=True)
-
-
 def state_of(error):
     """"hung" when the app never answered in time, else "crashed" (it exited, or never started)."""
     return getattr(error, "state", None) or "crashed"
@@ -237,19 +228,20 @@ class Boot:
         self.config, self.cache, self.health = config, cache, health
         self.subject = self.error = None
         self.stack = contextlib.ExitStack()
+        # Yield to running checks: always for the app without memcached, which boots during
+        # this run's own first checks, else when a check of another app runs on this machine,
+        # and only until a check waits for this app. The rerun of a check a stall spoiled
+        # yields to nothing: its verdict counts.
+        self.nice = harness.Niceness(0 if config.getoption("--full-priority") else (
+            harness.NICE if cache is None or harness.checks_running() else 0))
         self.thread = threading.Thread(target=self._start, name=f"boot-{cache}", daemon=True)
         self.thread.start()
 
     def _start(self):
-        # Yield to running checks: always for the app without memcached, which boots during
-        # this run's own first checks, else when a check of another app runs on this machine.
-        # The rerun of a check a stall spoiled yields to nothing: its verdict counts.
-        nice = 0 if self.config.getoption("--full-priority") else (
-            harness.NICE if self.cache is None or harness.checks_running() else 0)
         try:
             app = self.stack.enter_context(harness.run_app(
                 Path(self.config.getoption("--app")), database="sqlite", cache=self.cache,
-                boot_timeout=self.config.getoption("--boot-timeout"), nice=nice))
+                boot_timeout=self.config.getoption("--boot-timeout"), nice=self.nice))
             self.subject = Subject(app, self.config.getoption("--request-timeout"), self.health)
             sampler = stalls.sampler_of(self.config)
             if sampler is not None:
@@ -260,6 +252,8 @@ class Boot:
             self.error = exc
 
     def result(self):
+        if self.thread.is_alive():  # a check waits for it: nothing of this run is left to yield to
+            self.nice.hurry()
         self.thread.join()
         if self.error is not None:
             raise self.error

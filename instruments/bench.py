@@ -81,11 +81,11 @@ def say(text):
 # --- measuring ---------------------------------------------------------------------------------
 
 class Wrk:
-    def __init__(self, threads, connections, workdir):
+    def __init__(self, threads, connections, workdir, warmup):
         self.path = shutil.which("wrk")
         if not self.path:
             raise BenchError("wrk is not installed: run `make setup` (Debian package wrk)")
-        self.threads, self.connections = threads, connections
+        self.threads, self.connections, self.warmup = threads, connections, warmup
         self.script = Path(workdir) / "report.lua"
         self.script.write_text(WRK_REPORT)
 
@@ -108,9 +108,9 @@ class Wrk:
 
 def measure(wrk, server, duration, headers=()):
     """Warm up, then measure SERVER (a harness Server) for DURATION seconds, with its worker's CPU
-    time per request. Two seconds of warm-up at least: after memcached restarts, each pooled
+    time per request. Two seconds of warm-up by default: after memcached restarts, each pooled
     client fails once and is replaced a second later."""
-    wrk.run(server.url + "/", max(2, duration // 5), headers)
+    wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
     (worker,) = processes.children(server.proc.pid)  # gunicorn's one worker
     started = processes.cpu_seconds(worker)
     result = wrk.run(server.url + "/", duration, headers)
@@ -205,7 +205,7 @@ def returning_cookies(url):
 def run(options, workdir):
     """Every configuration at every size, ROUNDS times in turn: the ceiling and each
     configuration are measured a few seconds apart, so a neighbour's load hits them alike."""
-    wrk = Wrk(options.threads, options.connections, workdir)
+    wrk = Wrk(options.threads, options.connections, workdir, options.warmup)
     results, first_reads = [], []
     tutorial_size = min(TUTORIAL_SIZE, options.sizes[0])
     per_round = len(CONFIGS) + 6
@@ -334,7 +334,7 @@ WARM_PAIRS = [("full caching", BARE_GET), (RETURNING, BARE_GET_COOKIE)]  # (meas
 def warm_only(options, workdir):
     """final/'s warm page, for both visitors, paired with the bare get in each round; the order
     within a round alternates, so a load that grows over a round hits both sides alike."""
-    wrk = Wrk(options.threads, options.connections, workdir)
+    wrk = Wrk(options.threads, options.connections, workdir, options.warmup)
     with harness.run_app(FINAL, database="mariadb", cache="sasl") as app:
         for size in options.sizes:
             seed(app, size)
@@ -415,6 +415,9 @@ def parse(argv):
     parser.add_argument("--threads", type=positive, default=1, help="wrk threads (default 1)")
     parser.add_argument("--writes", type=positive, default=15,
                         help="writes timed for the first read after a write (default 15)")
+    parser.add_argument("--warmup", type=positive, default=None,
+                        help="seconds of load before each measurement (default: 2, or a fifth "
+                             "of --duration when longer)")
     parser.add_argument("--only", choices=["warm"],
                         help="warm: only final/'s warm page against the bare get, paired rounds")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default build/bench)")

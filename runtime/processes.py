@@ -129,6 +129,8 @@ def stop(target, sig=signal.SIGTERM, *, timeout=10.0, group=False, family=False,
     pid = proc.pid if proc else int(target)
     if (proc.poll() is not None) if proc else not alive(pid):
         return False
+    if family:  # frozen first: a gunicorn master would fork a new worker for each one killed
+        send(pid, signal.SIGSTOP)
     # What else must be gone when this returns: the children killed, or the rest of the group.
     doomed = [c for c in (children(pid) if family or group else [])
               if family or group_of(c) == pid]

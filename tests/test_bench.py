@@ -19,7 +19,7 @@ def bench(*args):
 
 def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_env):
     result = bench("--sizes", ",".join(map(str, SIZES)), "--duration", "1", "--rounds", "1",
-                   "--writes", "2",
+                   "--warmup", "1", "--writes", "2",
                    "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
@@ -40,14 +40,15 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
 
 
 def test_bench_refuses_bad_options_in_one_line():
-    for args in (["--sizes", "ten"], ["--duration", "0"], ["--nope"]):
+    for args in (["--sizes", "ten"], ["--duration", "0"], ["--warmup", "-1"], ["--nope"]):
         result = bench(*args)
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_bench_only_warm_prints_each_rounds_ratios_and_their_median():
-    result = bench("--only", "warm", "--sizes", "20", "--duration", "1", "--rounds", "2")
+    result = bench("--only", "warm", "--sizes", "20", "--duration", "1", "--rounds", "2",
+                   "--warmup", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:3]] == [

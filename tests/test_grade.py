@@ -1,6 +1,6 @@
 """The instructor's batch (`python -m checks grade`) places each learner right and never stops.
 
-One class, graded once: a learner at stage 03, three complete apps with a late-stage bug (07, 08,
+One class, graded twice at once (the two gradings must agree): a learner at stage 03, three complete apps with a late-stage bug (07, 08,
 and a stage-08 view cache never invalidated, so 05-07 see its stale pages), one whose every page
 raises, an app that crashes at import, one that hangs at import, an empty folder and a file. Each
 is placed at the furthest stage whose own check passes, with the stage at fault; earlier failures
@@ -12,6 +12,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tomllib
 import xml.etree.ElementTree as ET
 
@@ -20,7 +22,7 @@ import pytest
 from checks.manifest import load_manifest
 from checks.placement import CELL, table
 from checks.progress import report
-from conftest import processes_marked
+from conftest import ROOT, processes_marked
 from runtime import checkruns
 from test_checks import BROKEN, FOLDERS, checks, materialise
 from test_report import html_rows, json_rows
@@ -44,7 +46,8 @@ def complete_app_without_view_cache(target):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, services_env):
-    """The class, graded with --format markdown: (the finished command, the rows, the report folder)."""
+    """The class, graded with --format markdown: (the finished command, the rows, the report
+    folder), and the rows of the same class graded again."""
     tmp = tmp_path_factory.mktemp("grade")
     class_dir = tmp / "class"
     shutil.copytree(FOLDERS["03"], class_dir / "ada", ignore=shutil.ignore_patterns("__pycache__"))
@@ -57,16 +60,36 @@ def graded(tmp_path_factory, services_env):
     materialise("hangs-on-import", class_dir / "cy")
     (class_dir / "dee").mkdir()
     (class_dir / "notes.txt").write_text("not an app\n")
-    out = tmp / "report"
-    result = checks("grade", *[class_dir / name for name in CLASS], "--jobs", "2", "--out", out,
-                    "--boot-timeout", "20", "--format", "markdown", timeout=900)
+    out, again = tmp / "report", tmp / "again"
+    folders = [class_dir / name for name in CLASS]
+    # The same class graded a second time, at the same time and with one job: what the machine
+    # does meanwhile must not change a grade.
+    second = subprocess.Popen([sys.executable, "-m", "checks", "grade", *folders, "--jobs", "1",
+                               "--out", again, "--boot-timeout", "20"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        result = checks("grade", *folders, "--jobs", "2", "--out", out,
+                        "--boot-timeout", "20", "--format", "markdown", timeout=900)
+        second_error = second.communicate(timeout=900)[1]
+    finally:
+        second.kill()
     assert result.returncode == 0, result.stderr
+    assert second.returncode == 0, second_error
     rows = {r["learner"]: r for r in json.loads((out / "grades.json").read_text())["learners"]}
-    return result, rows, out
+    rows_again = {r["learner"]: r for r in json.loads((again / "grades.json").read_text())["learners"]}
+    return result, rows, out, rows_again
+
+
+def test_the_same_class_graded_twice_gets_the_same_grades(graded):
+    _, rows, _, rows_again = graded
+    grade = lambda row: {k: row[k] for k in ("state", "highest", "at_fault", "next", "consequences",
+                                             "points", "possible")}
+    assert {name: grade(row) for name, row in rows.items()} == \
+        {name: grade(row) for name, row in rows_again.items()}
 
 
 def test_a_learner_is_placed_at_the_stage_reached(graded):
-    _, rows, _ = graded
+    _, rows, _, _ = graded
     ada = rows["ada"]
     # Check 05 also passes on a stage-03 app (no cache, nothing to invalidate): no one is placed by it.
     assert (ada["state"], ada["highest"], ada["regressions"]) == ("ok", "03", [])
@@ -75,7 +98,7 @@ def test_a_learner_is_placed_at_the_stage_reached(graded):
 
 @pytest.mark.parametrize("learner, regression", [("eve", "07 reused_id"), ("fay", "08 single_hit")])
 def test_a_late_bug_is_a_regression_with_its_cause(graded, learner, regression):
-    _, rows, _ = graded
+    _, rows, _, _ = graded
     row = rows[learner]
     assert (row["state"], row["highest"]) == ("ok", "09"), row
     found = {r["expectation"]: r["cause"] for r in row["regressions"]}
@@ -84,7 +107,7 @@ def test_a_late_bug_is_a_regression_with_its_cause(graded, learner, regression):
 
 
 def test_an_app_that_fails_every_check_is_placed_nowhere_with_its_cause(graded):
-    _, rows, _ = graded
+    _, rows, _, _ = graded
     gus = rows["gus"]
     assert (gus["state"], gus["highest"]) == ("crashed", None)
     assert gus["failing"][0]["expectation"] == "01 index"
@@ -94,7 +117,7 @@ def test_an_app_that_fails_every_check_is_placed_nowhere_with_its_cause(graded):
 
 
 def test_a_crashed_or_hung_app_is_never_ok(graded):
-    _, rows, _ = graded
+    _, rows, _, _ = graded
     bob, cy = rows["bob"], rows["cy"]
     assert (bob["state"], bob["highest"]) == ("crashed", None)
     assert "ImportError" in bob["detail"] and "create_application" in bob["detail"]
@@ -102,13 +125,13 @@ def test_a_crashed_or_hung_app_is_never_ok(graded):
 
 
 def test_a_folder_without_an_app_is_missing(graded):
-    _, rows, _ = graded
+    _, rows, _, _ = graded
     assert (rows["dee"]["state"], rows["dee"]["detail"]) == ("missing", "empty folder")
     assert (rows["notes.txt"]["state"], rows["notes.txt"]["detail"]) == ("missing", "a file, not a folder")
 
 
 def test_reports_cut_details_in_tables_and_keep_them_whole_in_files(graded):
-    result, rows, out = graded
+    result, rows, out, _ = graded
     lines = table(list(rows.values())).splitlines()
     assert len(lines) == len(CLASS) + 1
     assert max(map(len, lines)) <= len(max(CLASS, key=len)) + 33 + CELL
@@ -126,7 +149,7 @@ def test_reports_cut_details_in_tables_and_keep_them_whole_in_files(graded):
 
 
 def test_markdown_summary_can_be_pasted_into_a_chat(graded):
-    result, rows, out = graded
+    result, rows, out, _ = graded
     markdown = result.stdout.strip()
     assert markdown == (out / "grades.md").read_text().strip()
     lines = markdown.splitlines()
@@ -139,7 +162,7 @@ def test_markdown_summary_can_be_pasted_into_a_chat(graded):
 
 
 def test_the_html_report_shows_the_rows_of_grades_json(graded):
-    result, rows, out = graded
+    result, rows, out, _ = graded
     assert html_rows(out) == json_rows(out)
     assert [row["learner"] for row in html_rows(out)] == CLASS
     page = (out / "grades.html").read_text()
@@ -183,7 +206,7 @@ def outputs(rows, out):
 
 
 def test_every_output_of_the_class_agrees(graded):
-    _, rows, out = graded
+    _, rows, out, _ = graded
     seen = outputs(rows, out)
     stages = load_manifest()
     for name, row in rows.items():
@@ -206,13 +229,13 @@ def test_every_output_of_the_class_agrees(graded):
 
 @pytest.mark.parametrize("learner", sorted(PLACED))
 def test_the_examples_are_placed_where_their_fault_is(graded, learner):
-    _, rows, _ = graded
+    _, rows, _, _ = graded
     assert (rows[learner]["highest"], rows[learner]["at_fault"]) == PLACED[learner], rows[learner]
 
 
 def test_make_progress_says_what_grade_says(graded):
     """A stage-09 app with a stage-08 bug: `progress`, run again, prints what grade's file says."""
-    _, rows, out = graded
+    _, rows, out, _ = graded
     fay = rows["fay"]
     try:
         result = checks("progress", fay["folder"], "--quiet")

@@ -45,6 +45,27 @@ def test_stop_with_family_kills_the_children_first():
     assert not processes.alive(child) and not processes.alive(proc.pid)
 
 
+# A parent that starts a new child whenever one dies, as a gunicorn master does; each pid to stdout.
+RESPAWNING = """
+import os, subprocess, sys
+print(os.getpid(), flush=True)
+while True:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(child.pid, flush=True)
+    child.wait()
+"""
+
+
+def test_stop_with_family_leaves_no_child_the_parent_started_meanwhile():
+    for _ in range(20):
+        proc = subprocess.Popen([sys.executable, "-c", RESPAWNING], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()
+        first = int(proc.stdout.readline())
+        processes.stop(proc, signal.SIGKILL, family=True)
+        pids = [first, *map(int, proc.stdout.read().split())]
+        assert not [pid for pid in pids if processes.alive(pid)], f"left running: {pids}"
+
+
 def test_stopping_a_finished_process_is_a_no_op():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

@@ -99,7 +99,9 @@ class Inbound:
     def __call__(self, environ, start_response):
         environ["PATH_INFO"] = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         environ["SCRIPT_NAME"] = ""
-        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+        # gunicorn marks every request's input terminated; only a chunked one has a body to read.
+        if (environ.get("HTTP_TRANSFER_ENCODING") and not environ.get("CONTENT_LENGTH")
+                and environ.get("wsgi.input_terminated")):
             body = environ["wsgi.input"].read(self.max_length + 1)
             # A length over the limit makes Flask answer 413 before any view reads the form.
             environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))

@@ -7,8 +7,16 @@ checked before the body is read: a value not stored under the app's flag, or ove
 item limit, is skipped in small chunks, never held, never decoded, and is a miss.
 pylibmc keeps every write, and says which server holds a key (cachedata.Client).
 """
+import ctypes
 import socket
 import struct
+
+# libc's send, called with the GIL held: a get's request is a few bytes that the kernel takes at
+# once, and every call that lets go of the GIL makes 15 threads fight for it again.
+LIBC = ctypes.PyDLL(None, use_errno=True)
+LIBC.send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+LIBC.send.restype = ctypes.c_ssize_t
+SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 
 HEADER = struct.Struct(">BBHBBHIIQ")
 REQUEST, RESPONSE = 0x80, 0x81
@@ -46,6 +54,12 @@ class Connection:
         try:
             self.sock = socket.create_connection((host.strip("[]"), int(port)), self.timeout)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # The kernel keeps the timeout: a Python socket timeout polls before every send and
+            # receive, and each call lets go of the GIL, which 15 threads then fight over.
+            self.sock.settimeout(None)
+            limit = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1e6))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
         except OSError as exc:
             self.close()
             raise ReadError(f"cannot connect: {exc}") from None
@@ -67,7 +81,10 @@ class Connection:
         if not self.sock or self.pos < len(self.pending):
             return self.answer(self.exchange([request(GET, key)], GET)[0])
         try:
-            self.sock.sendall(HEADER.pack(REQUEST, GET, len(key), 0, 0, 0, len(key), 0, 0) + key)
+            message = HEADER.pack(REQUEST, GET, len(key), 0, 0, 0, len(key), 0, 0) + key
+            sent = LIBC.send(self.sock.fileno(), message, len(message), SEND_FLAGS)
+            if sent != len(message):
+                self.sock.sendall(message[max(sent, 0):])
             data = self.sock.recv(CHUNK)
         except OSError as exc:
             self.close()
