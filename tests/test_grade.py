@@ -1,10 +1,11 @@
 """The instructor's batch (`python -m checks grade`) places each learner right and never stops.
 
-One class, graded twice at once (the two gradings must agree): a learner at stage 03, three complete apps with a late-stage bug (07, 08,
-and a stage-08 view cache never invalidated, so 05-07 see its stale pages), one whose every page
-raises, an app that crashes at import, one that hangs at import, an empty folder and a file. Each
-is placed at the furthest stage whose own check passes, with the stage at fault; earlier failures
-are regressions with causes, a crashed or hung app is never `ok`, and every output agrees.
+One class, graded twice at once (the two gradings must agree): a learner at stage 03, three
+complete apps with a late-stage bug (07, 08, and a stage-08 view cache never invalidated, so 05-07
+see its stale pages), one whose every page raises, an app that crashes at import, one that hangs
+at import, an empty folder and a file. Each is placed at the furthest stage whose own check
+passes, with the stage at fault; earlier failures are regressions with causes, a crashed or hung
+app is never `ok`, and every output agrees.
 """
 import csv
 import html
