@@ -84,6 +84,20 @@ def test_a_failure_that_follows_a_suspect_one_is_suspect_too():
     assert sampler.note(later)
 
 
+def test_a_later_check_of_a_suspect_boot_follows_it():
+    """An app that did not start is raised again to every later check of it, at once, outside
+    the boot's window: those failures follow the first one into the rerun, and only they do."""
+    sampler = sampler_with([("starved", stalls.BOOTING, 5.0, 7.0, 1.5)], WINDOWS)
+    sampler.setups = {"check_05_fresh_after_add": [4.0, 9.5], "check_05_fresh_after_delete": [20.0, 20.1]}
+    boot = "the app did not start: hung at import: no answer in 3 s"
+    assert sampler.note(result(status="error", app_state="hung", observed=boot)) == "stall"
+    again = result("check_05_fresh_after_delete", status="error", app_state="hung", observed=boot)
+    assert sampler.note(again) == "follows"
+    other = result("check_05_fresh_after_delete", status="error", app_state="hung",
+                   observed="the app did not start: hung at import: no answer in 20 s")
+    assert sampler.note(other) is None
+
+
 def test_a_starved_boot_spoils_a_boot_and_nothing_else():
     sampler = sampler_with([("starved", stalls.BOOTING, 5.0, 7.0, 1.5)], WINDOWS)
     sampler.setups = {"check_05_fresh_after_add": [4.0, 9.5]}
