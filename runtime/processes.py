@@ -121,7 +121,9 @@ def stop(target, sig=signal.SIGTERM, *, timeout=10.0, group=False, family=False,
     """Send SIG to TARGET (a Popen or a pid); SIGKILL whatever is left after TIMEOUT seconds.
 
     group: signal TARGET's process group, and SIGKILL what is left of the group at the end.
-    family: SIGKILL its descendants first (they are init's to reap once it dies).
+    family: SIGKILL its descendants first (they are init's to reap once it dies), then it (SIG is
+    then SIGKILL). It is frozen meanwhile, so it forks no new child, and killed even if this is
+    interrupted half way.
     NAME, when given, is printed if a kill was needed.
     Returns True when the process had to be killed.
     """
@@ -129,14 +131,18 @@ def stop(target, sig=signal.SIGTERM, *, timeout=10.0, group=False, family=False,
     pid = proc.pid if proc else int(target)
     if (proc.poll() is not None) if proc else not alive(pid):
         return False
+    # What else must be gone when this returns: the children killed, or the rest of the group.
+    doomed = []
     if family:  # frozen first: a gunicorn master would fork a new worker for each one killed
         send(pid, signal.SIGSTOP)
-    # What else must be gone when this returns: the children killed, or the rest of the group.
-    doomed = [c for c in (children(pid) if family or group else [])
-              if family or group_of(c) == pid]
-    if family:
-        for child in doomed:
-            send(child, signal.SIGKILL)
+        try:
+            doomed = children(pid)
+            for child in doomed:
+                send(child, signal.SIGKILL)
+        finally:
+            send(pid, signal.SIGKILL)  # never left frozen
+    elif group:
+        doomed = [c for c in children(pid) if group_of(c) == pid]
     send(pid, sig, group)
     killed = not gone(proc, pid, timeout if sig != signal.SIGKILL else None)
     if killed or group:

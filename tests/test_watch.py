@@ -30,9 +30,12 @@ def gunicorns(mark):
 def start_watch(app, mark):
     """`python -m checks watch APP` with MARK in its environment; the process and its output so far."""
     name, value = mark.split("=")
+    # Ctrl-C as a terminal sends it: a suite started in the background (`make test &`, some CI
+    # runners) has SIGINT ignored, and a child would inherit that.
     proc = subprocess.Popen([sys.executable, "-m", "checks", "watch", str(app)], cwd=ROOT,
                             env={**os.environ, name: value}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     return proc, lambda: "".join(lines)
