@@ -121,12 +121,6 @@ class Subject:
         except harness.HarnessError as exc:
             raise boot_problem(exc, "the app did not start again") from None
 
-    def stop(self):
-        """Kill the app's processes and its memcached (the harness kills, never asks)."""
-        self.app.stop()
-        if self.app.memcached is not None:
-            self.app.memcached.stop()
-
     def migration_versions(self):
         """The Alembic revisions recorded in the app's SQLite database, or None without one."""
         import sqlite3
@@ -261,9 +255,7 @@ class Boot:
 
     def close(self):
         self.thread.join()
-        if self.subject is not None:
-            self.subject.stop()
-        self.stack.close()
+        self.stack.close()  # the harness kills the app and its memcached, never asks
 
 
 @pytest.fixture(scope="session")

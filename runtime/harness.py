@@ -113,9 +113,8 @@ def niceness(pid):
 
 
 def niced(cmd, nice):
-    """CMD started at niceness NICE (a number, or a Niceness)."""
-    nice = getattr(nice, "value", nice)
-    return ["nice", "-n", str(nice), *cmd] if nice else cmd
+    """CMD started at NICE's niceness (a Niceness)."""
+    return ["nice", "-n", str(nice.value), *cmd] if nice.value else cmd
 
 
 def renice(pids, nice=0):
@@ -244,10 +243,10 @@ class Database:
 class Server:
     """One gunicorn serving the copied app."""
 
-    def __init__(self, workdir, env, workers, threads, log, nice=0):
+    def __init__(self, workdir, env, workers, threads, log, nice=None):
         self.workdir, self.env, self.log = workdir, env, log
         self.workers, self.threads = workers, threads
-        self.nice = nice  # boot at this niceness (a number or a Niceness), then serve at 0 where allowed
+        self.nice = nice or Niceness()  # boot at this niceness, then serve at 0 where allowed
         self.port = services.free_port()
         self.proc = None
 
@@ -265,9 +264,8 @@ class Server:
                                          stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         self._wait_ready(timeout)
-        started_niced = getattr(self.nice, "value", self.nice)
-        if started_niced and renice([self.proc.pid, *processes.children(self.proc.pid)]):
-            self.nice = 0
+        if self.nice.value and renice([self.proc.pid, *processes.children(self.proc.pid)]):
+            self.nice = Niceness()  # a restart of this server starts at 0
         return self
 
     def _wait_ready(self, timeout):
@@ -330,9 +328,9 @@ class App:
         self.env = env
         self.memcached = cache
         self.database = database
-        self.nice = nice
+        self.nice = nice if isinstance(nice, Niceness) else Niceness(nice)
         self.log = self.workdir.parent / "app.log"
-        self.servers = [Server(self.workdir, env, workers, threads, self.log, nice)]
+        self.servers = [Server(self.workdir, env, workers, threads, self.log, self.nice)]
 
     @property
     def url(self):
