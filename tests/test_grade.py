@@ -63,9 +63,9 @@ def graded(tmp_path_factory, services_env):
     (class_dir / "notes.txt").write_text("not an app\n")
     out, again = tmp / "report", tmp / "again"
     folders = [class_dir / name for name in CLASS]
-    # The same class graded a second time, at the same time and with one job: what the machine
-    # does meanwhile must not change a grade.
-    second = subprocess.Popen([sys.executable, "-m", "checks", "grade", *folders, "--jobs", "1",
+    # The same class graded a second time, at the same time and in the opposite order: what the
+    # machine does meanwhile must not change a grade.
+    second = subprocess.Popen([sys.executable, "-m", "checks", "grade", *folders[::-1], "--jobs", "2",
                                "--out", again, "--boot-timeout", "20"], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

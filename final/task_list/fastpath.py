@@ -14,6 +14,7 @@ The answer is the one tasks.index gives: same headers (caching.page_headers), sa
 from werkzeug.http import parse_etags
 
 from task_list import caching
+from task_list.reads import ReadError
 from task_list.sessions import FLASH_COOKIE
 
 
@@ -24,10 +25,11 @@ class FrontPage:
         self.wsgi_app = wsgi_app
         self.store = app.extensions["task_list.store"]
         self.on = "view" in app.config["CACHE_LAYERS"]
-        self.key = app.config["CACHE_KEY_PREFIX"] + caching.FRONT_PAGE
+        self.read = self.store.reader(app.config["CACHE_KEY_PREFIX"] + caching.FRONT_PAGE)
         self.release = app.config["RELEASE"]
-        # The last page's ETag and its two header lists, built once per page, not per request.
-        self.last = ((None, None), None, None)
+        # The last entry read, with its page's ETag, bytes and two header lists, made once per
+        # entry: the reader gives back the same object while the stored value does not change.
+        self.last = (None, None, None, None, None)
 
     def answers(self, environ):
         # Any cookie whose name or value mentions the flash cookie goes to Flask: a message may wait.
@@ -39,17 +41,23 @@ class FrontPage:
     def __call__(self, environ, start_response):
         if not self.answers(environ):
             return self.wsgi_app(environ, start_response)
-        entry = caching.this_release_page(self.store.get(self.key), self.release)
-        if entry is None:
-            environ[caching.MISSED] = True
-            return self.wsgi_app(environ, start_response)
-        etag, html = entry["etag"], entry["html"]
-        made_for, not_modified, ok = self.last
-        if made_for != (etag, len(html)):
+        try:
+            entry = self.read()
+        except ReadError as exc:
+            self.store.failed(exc)
+            entry = None
+        last = self.last
+        if entry is None or entry is not last[0]:
+            page = caching.this_release_page(entry, self.release)
+            if page is None:
+                environ[caching.MISSED] = True
+                return self.wsgi_app(environ, start_response)
+            etag, html = page["etag"], page["html"]
             not_modified = caching.page_headers(etag)
             ok = not_modified + [("Content-Type", "text/html; charset=utf-8"),
                                  ("Content-Length", str(len(html)))]
-            self.last = ((etag, len(html)), not_modified, ok)
+            self.last = last = (entry, etag, html, not_modified, ok)
+        _, etag, html, not_modified, ok = last
         match = environ.get("HTTP_IF_NONE_MATCH")
         if match is not None and etag in parse_etags(match):
             start_response("304 NOT MODIFIED", list(not_modified))

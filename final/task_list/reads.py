@@ -43,7 +43,7 @@ class Connection:
         self.address, self.username, self.password = address, username, password
         self.timeout, self.flag = timeout, flag
         self.flag_bytes = flag.to_bytes(4, "big")
-        self.sock = None
+        self.sock, self.fd = None, -1
         self.pending, self.pos = b"", 0  # bytes received and not yet parsed
         self.scratch = bytearray(CHUNK)  # where skipped bodies go
 
@@ -60,6 +60,7 @@ class Connection:
             limit = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1e6))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+            self.fd = self.sock.fileno()
         except OSError as exc:
             self.close()
             raise ReadError(f"cannot connect: {exc}") from None
@@ -74,15 +75,16 @@ class Connection:
     def close(self):
         if self.sock is not None:
             self.sock.close()
-        self.sock, self.pending, self.pos = None, b"", 0
+        self.sock, self.fd, self.pending, self.pos = None, -1, b"", 0
 
-    def get(self, key):
-        """(flags, value, cas) of KEY, None when absent; value is None when it was skipped."""
+    def get(self, key, message=None):
+        """(flags, value, cas) of KEY, None when absent; value is None when it was skipped.
+        MESSAGE, when given, is request(GET, KEY), made once by a caller that reads one key."""
+        message = message or request(GET, key)
         if not self.sock or self.pos < len(self.pending):
-            return self.answer(self.exchange([request(GET, key)], GET)[0])
+            return self.answer(self.exchange([message], GET)[0])
         try:
-            message = HEADER.pack(REQUEST, GET, len(key), 0, 0, 0, len(key), 0, 0) + key
-            sent = LIBC.send(self.sock.fileno(), message, len(message), SEND_FLAGS)
+            sent = LIBC.send(self.fd, message, len(message), SEND_FLAGS)
             if sent != len(message):
                 self.sock.sendall(message[max(sent, 0):])
             data = self.sock.recv(CHUNK)

@@ -6,6 +6,7 @@ The page and fragment caches and the sessions share one `Memcache`; Flask-Cachin
 pool of the same safe client (cachedata.Client).
 """
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -136,13 +137,26 @@ class Memcache:
             result = getattr(client, name)(*args)
         except self.errors as exc:
             failed_at = failed_at or time.monotonic()
-            self.failures, self.failed_at = self.failures + 1, time.monotonic()
-            log.warning("memcached call failed: %s", exc)
+            self.failed(exc)
             return default
         finally:
             self.pool.give(client, failed_at)
         self.failures = 0
         return result
+
+    def failed(self, exc):
+        """Count a failed call (see down())."""
+        self.failures, self.failed_at = self.failures + 1, time.monotonic()
+        log.warning("memcached call failed: %s", exc)
+
+    def reader(self, key):
+        """A function that reads KEY with the least work per call (cachedata.KeyReader); it
+        raises reads.ReadError, which the caller hands to failed()."""
+        from task_list import cachedata, reads
+
+        if len(key.encode()) > reads.MAX_KEY:  # never stored: the client refuses such a key
+            return lambda: None
+        return cachedata.KeyReader(self.new_client(), key).get
 
     def get(self, key):
         return self._call("get", None, key)
@@ -313,6 +327,9 @@ class LocalStore:
         with self.lock:
             item = self._live(key)
             return item[0] if item else None
+
+    def reader(self, key):
+        return functools.partial(self.get, key)
 
     def set(self, key, value, timeout=0):
         with self.lock:
