@@ -35,7 +35,8 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
     # Every target is printed with its measured figure, met or not.
     for target in report["targets"]:
         assert target["target"] in result.stdout and target["measured"] in result.stdout
-    assert len(report["targets"]) == 5 * len(SIZES) + 3
+    # Five per size, the tutorial's and the first read's; p50's growth needs a second size.
+    assert len(report["targets"]) == 5 * len(SIZES) + 2 + (len(SIZES) > 1)
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
