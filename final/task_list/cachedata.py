@@ -43,31 +43,32 @@ def expires_at(timeout):
     return timeout if timeout > THIRTY_DAYS else int(time.time()) + timeout
 
 
-def open_raw(mac_key, raw):
-    """(item, None) for RAW, a value as read.py read it, or (None, the reason it is refused)."""
+def opened(mac_key, key, raw, last):
+    """(item, None, last) for RAW, a value read under KEY (None: skipped by reads.py), or (None,
+    the reason it is refused, last). LAST is (raw, item), the last value accepted: equal bytes
+    need no second MAC check, and an accepted value comes back as the new LAST."""
     # A constant message per reason: the once-per-interval filter keys on the message.
-    if raw is None:
+    if raw is not None and raw == last[0]:
+        item = last[1]
+    elif raw is None:
         return None, ("memcached value refused: not written by this app (wrong flag, or over "
-                      "the item limit)")
-    if not raw:
-        return None, "memcached value refused: empty"
-    mac, body = raw[:MAC_SIZE], raw[MAC_SIZE:]
-    expected = hashlib.blake2b(body, key=mac_key, digest_size=MAC_SIZE).digest()
-    if not hmac.compare_digest(expected, mac):
-        return None, "memcached value refused: bad MAC"
-    try:
-        item = decode(body)
-        _, _, _ = item
-    except (msgspec.DecodeError, TypeError, ValueError):
-        return None, "memcached value refused: undecodable"
-    return item, None
-
-
-def wrong_key_or_expired(item, key):
-    """Why ITEM, opened, is refused as the value of KEY; None when it is KEY's and alive."""
+                      "the item limit)"), last
+    elif not raw:
+        return None, "memcached value refused: empty", last
+    else:
+        mac, body = raw[:MAC_SIZE], raw[MAC_SIZE:]
+        expected = hashlib.blake2b(body, key=mac_key, digest_size=MAC_SIZE).digest()
+        if not hmac.compare_digest(expected, mac):
+            return None, "memcached value refused: bad MAC", last
+        try:
+            item = decode(body)
+            _, _, _ = item
+        except (msgspec.DecodeError, TypeError, ValueError):
+            return None, "memcached value refused: undecodable", last
+        last = (raw, item)
     if item[0] != key or (item[1] and item[1] < time.time()):
-        return "memcached value refused: from another key, or past its expiry"
-    return None
+        return None, "memcached value refused: from another key, or past its expiry", last
+    return item, None, last
 
 
 class Client(pylibmc.Client):
@@ -95,14 +96,7 @@ class Client(pylibmc.Client):
 
     def open_value(self, key, raw):
         """The data stored under KEY as RAW (None: skipped by reads.py), or None when refused."""
-        if raw is not None and raw == self.last[0]:
-            item = self.last[1]
-        else:
-            item, reason = open_raw(self.key, raw)
-            if reason:
-                return self.refuse(reason)
-            self.last = (raw, item)
-        reason = wrong_key_or_expired(item, key)
+        item, reason, self.last = opened(self.key, key, raw, self.last)
         return self.refuse(reason) if reason else item[2]
 
     def connection(self, key):
@@ -189,17 +183,7 @@ class KeyReader:
         found = conn.get(self.raw_key, self.request)
         if found is None:
             return None
-        raw = found[1]
-        last = self.last
-        if raw is not None and raw == last[0]:
-            item = last[1]
-        else:
-            item, reason = open_raw(self.mac_key, raw)
-            if reason:
-                log.warning(reason)
-                return None
-            self.last = (raw, item)
-        reason = wrong_key_or_expired(item, self.key)
+        item, reason, self.last = opened(self.mac_key, self.key, found[1], self.last)
         if reason:
             log.warning(reason)
             return None
@@ -208,8 +192,3 @@ class KeyReader:
     def new_connection(self):
         self.local.conn = self.connect()
         return self.local.conn
-
-    def close(self):
-        conn = getattr(self.local, "conn", None)
-        if conn:
-            conn.close()

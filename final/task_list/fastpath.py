@@ -14,7 +14,6 @@ The answer is the one tasks.index gives: same headers (caching.page_headers), sa
 from werkzeug.http import parse_etags
 
 from task_list import caching
-from task_list.reads import ReadError
 from task_list.sessions import FLASH_COOKIE
 
 
@@ -41,11 +40,7 @@ class FrontPage:
     def __call__(self, environ, start_response):
         if not self.answers(environ):
             return self.wsgi_app(environ, start_response)
-        try:
-            entry = self.read()
-        except ReadError as exc:
-            self.store.failed(exc)
-            entry = None
+        entry = self.read()
         last = self.last
         if entry is None or entry is not last[0]:
             page = caching.this_release_page(entry, self.release)

@@ -137,26 +137,40 @@ class Memcache:
             result = getattr(client, name)(*args)
         except self.errors as exc:
             failed_at = failed_at or time.monotonic()
-            self.failed(exc)
+            self._failed(exc)
             return default
         finally:
             self.pool.give(client, failed_at)
         self.failures = 0
         return result
 
-    def failed(self, exc):
+    def _failed(self, exc):
         """Count a failed call (see down())."""
         self.failures, self.failed_at = self.failures + 1, time.monotonic()
         log.warning("memcached call failed: %s", exc)
 
     def reader(self, key):
-        """A function that reads KEY with the least work per call (cachedata.KeyReader); it
-        raises reads.ReadError, which the caller hands to failed()."""
+        """A function that reads KEY with the least work per call (cachedata.KeyReader), and,
+        like every call here, counts a failure and answers None instead of raising."""
         from task_list import cachedata, reads
 
         if len(key.encode()) > reads.MAX_KEY:  # never stored: the client refuses such a key
             return lambda: None
-        return cachedata.KeyReader(self.new_client(), key).get
+        read = cachedata.KeyReader(self.new_client(), key).get
+
+        def get():
+            try:
+                value = read()
+            except reads.ReadError as exc:
+                self._failed(exc)
+                return None
+            # A read that worked ends a run of failures. Without this, after memcached restarted,
+            # each thread's first read (its connection was closed) made down() true for a second.
+            if self.failures:
+                self.failures = 0
+            return value
+
+        return get
 
     def get(self, key):
         return self._call("get", None, key)
