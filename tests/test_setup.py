@@ -8,8 +8,6 @@ import subprocess
 from conftest import ROOT
 
 PHASE = f". {ROOT}/scripts/phase.sh && phase "
-
-
 INTERVAL = 3  # seconds between two lines of a quiet phase here (make setup's is 10)
 
 

@@ -180,7 +180,10 @@ class KeyReader:
         """The data under the key, None when absent or refused; reads.ReadError when memcached
         could not be read."""
         conn = getattr(self.local, "conn", None) or self.new_connection()
-        found = conn.get(self.raw_key, self.request)
+        try:
+            found = conn.get(self.raw_key, self.request)
+        except reads.Closed:  # memcached restarted, or dropped an idle connection: once more
+            found = self.new_connection().get(self.raw_key, self.request)
         if found is None:
             return None
         item, reason, self.last = opened(self.mac_key, self.key, found[1], self.last)

@@ -31,6 +31,17 @@ class ReadError(Exception):
     """The server could not be read: unreachable, timed out, closed, or refused the login."""
 
 
+class Closed(ReadError):
+    """The server closed the connection (it restarted, or dropped an idle one): a new one may
+    well work, where after a timeout it would only wait again."""
+
+
+def lost(exc):
+    """The ReadError to raise for EXC, Closed when the server closed the connection."""
+    closed = isinstance(exc, (Closed, ConnectionResetError, BrokenPipeError))
+    return (Closed if closed else ReadError)(str(exc) or type(exc).__name__)
+
+
 def request(opcode, key, extras=b"", value=b""):
     body = extras + key + value
     return HEADER.pack(REQUEST, opcode, len(key), len(extras), 0, 0, len(body), 0, 0) + body
@@ -90,7 +101,7 @@ class Connection:
             data = self.sock.recv(CHUNK)
         except OSError as exc:
             self.close()
-            raise ReadError(str(exc) or type(exc).__name__) from None
+            raise lost(exc) from None
         # The usual answer, whole in one read: a value of ours, or not found.
         if len(data) >= 24:
             magic, _, keylen, extlen, _, status, size, _, cas = HEADER.unpack_from(data)
@@ -128,7 +139,7 @@ class Connection:
                     return answers
         except (OSError, ReadError) as exc:
             self.close()
-            raise ReadError(str(exc) or type(exc).__name__) from None
+            raise lost(exc) from None
 
     def response(self):
         magic, opcode, keylen, extlen, _, status, bodylen, _, cas = HEADER.unpack(self.take(24))
@@ -152,7 +163,7 @@ class Connection:
             while have < size:
                 chunk = self.sock.recv(max(CHUNK, size - have))
                 if not chunk:
-                    raise ReadError("the connection was closed")
+                    raise Closed("the connection was closed")
                 parts.append(chunk)
                 have += len(chunk)
             self.pending, self.pos = b"".join(parts), 0
@@ -169,5 +180,5 @@ class Connection:
         while size:
             got = self.sock.recv_into(view, min(size, CHUNK))
             if not got:
-                raise ReadError("the connection was closed")
+                raise Closed("the connection was closed")
             size -= got
