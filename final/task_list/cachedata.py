@@ -172,6 +172,7 @@ class KeyReader:
         self.connect = lambda: reads.Connection(conn.address, conn.username, conn.password,
                                                 conn.timeout, conn.flag)
         self.key, self.raw_key, self.mac_key = key, key.encode(), client.key
+        self.too_long = len(self.raw_key) > reads.MAX_KEY  # never stored, as Client.gets knows
         self.request = reads.request(reads.GET, self.raw_key)
         self.local = threading.local()
         self.last = (None, None)  # (raw, item): shared by the threads, replaced whole
@@ -179,6 +180,8 @@ class KeyReader:
     def get(self):
         """The data under the key, None when absent or refused; reads.ReadError when memcached
         could not be read."""
+        if self.too_long:
+            return None
         conn = getattr(self.local, "conn", None) or self.new_connection()
         try:
             found = conn.get(self.raw_key, self.request)

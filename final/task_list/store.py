@@ -1,7 +1,8 @@
 """A thread-safe memcached client that never raises, and its in-process stand-in.
 
-pylibmc clients are not thread-safe, so every call borrows one from a pool. A cache that fails
-must never fail a request: each error is logged and the call answers as a miss.
+pylibmc clients are not thread-safe, so every call borrows one from a pool; the warm page's
+read (reader()) holds a connection per thread instead. A cache that fails must never fail a
+request: each error is logged and the call answers as a miss.
 The page and fragment caches and the sessions share one `Memcache`; Flask-Caching keeps its own
 pool of the same safe client (cachedata.Client).
 """
@@ -13,6 +14,7 @@ import threading
 import time
 import typing
 
+from task_list import cachedata, reads
 from task_list.cachedata import ADD, REFUSED
 
 log = logging.getLogger("task_list.cache")
@@ -107,8 +109,6 @@ class Memcache:
     def __init__(self, servers, username, password, behaviors, pool_size, secret):
         import pylibmc
 
-        from task_list import cachedata
-
         self.errors = (pylibmc.Error,)
         self.new_client = lambda: cachedata.Client(servers, secret=secret, binary=True,
                                                    username=username, password=password,
@@ -152,10 +152,6 @@ class Memcache:
     def reader(self, key):
         """A function that reads KEY with the least work per call (cachedata.KeyReader), and,
         like every call here, counts a failure and answers None instead of raising."""
-        from task_list import cachedata, reads
-
-        if len(key.encode()) > reads.MAX_KEY:  # never stored: the client refuses such a key
-            return lambda: None
         read = cachedata.KeyReader(self.new_client(), key).get
 
         def get():
