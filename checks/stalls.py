@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from runtime import harness, memcached
+from runtime import forkserver, harness, memcached
 
 INTERVAL = 0.1
 STALL = 0.5  # as long as this can fail a check: the lessons' client gives up after 750 ms
@@ -261,6 +261,7 @@ class Sampler:
                 # What the checker runs that no booted app owns yet: an app importing, migrating
                 # or starting (a boot that times out on a starved machine is no verdict either).
                 known = {p for w in self.watched for p in w.processes}
+                known.update(forkserver.pids())  # idle between boots, never an app
                 self._track(self.starting, {pid: BOOTING for pid in descendants(os.getpid())
                                             if pid not in known}, now, elapsed)
             self.samples, last = self.samples + 1, now

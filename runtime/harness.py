@@ -8,7 +8,8 @@
 `run_app` copies the folder (a learner's instance data is never touched), starts a memcached of its
 own, gives the app an empty database, migrates it, and serves it with gunicorn using Elastic
 Beanstalk's default flags. Every step's package is called `task_list`, so apps always run in
-subprocesses, never imported here.
+other processes, never imported here: forked by runtime/forkserver.py, which has imported their
+libraries once.
 """
 import contextlib
 import fcntl
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime import LEFTOVERS, memcached, processes, services
+from runtime import LEFTOVERS, forkserver, memcached, processes, services
 from runtime.services import HarnessError
 
 # Elastic Beanstalk's default: gunicorn --workers=1 --threads=15 application:application
@@ -63,6 +64,7 @@ if migrate:
     flask.cli.main()
 """
 IMPORTED = "workshop-harness: the app imported"
+GUNICORN = "from gunicorn.app.wsgiapp import run\nrun()"  # `python -m gunicorn`
 WATCHDOG = re.compile(r"^Timeout \([\d:.]+\)!$", re.M)  # faulthandler's first line: a hung import
 # Held shared by every check while it runs, machine-wide: an app that boots meanwhile yields.
 CHECKING = Path(tempfile.gettempdir()) / "workshop-checking.lock"
@@ -112,9 +114,11 @@ def niceness(pid):
         return 0
 
 
-def niced(cmd, nice):
-    """CMD started at NICE's niceness (a Niceness)."""
-    return ["nice", "-n", str(nice.value), *cmd] if nice.value else cmd
+def forked(code, argv, workdir, env, out, nice, name):
+    """Run CODE as `python -c CODE` with ARGV in WORKDIR, forked by the fork server
+    (forkserver.py), its output appended to OUT, at NICE's niceness (a Niceness), named NAME."""
+    return forkserver.spawn(code, argv, cwd=workdir, env=env, out=out, nice=nice.value,
+                            name=name, base_env=inherited())
 
 
 def renice(pids, nice=0):
@@ -255,14 +259,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout=30.0):
-        cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-               f"--workers={self.workers}", f"--threads={self.threads}", "--timeout", "60",
-               "--graceful-timeout", "3", "application:application"]
+        argv = ["gunicorn", "--bind", f"127.0.0.1:{self.port}",
+                f"--workers={self.workers}", f"--threads={self.threads}", "--timeout", "60",
+                "--graceful-timeout", "3", "application:application"]
         with open(self.log, "ab") as out:
             self.log_start = out.tell()  # what this start prints comes after this
-            self.proc = subprocess.Popen(niced(cmd, self.nice), cwd=self.workdir, env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+        self.proc = forked(GUNICORN, argv, self.workdir, self.env, self.log, self.nice, "gunicorn")
         self._wait_ready(timeout)
         if self.nice.value and renice([self.proc.pid, *processes.children(self.proc.pid)]):
             self.nice = Niceness()  # a restart of this server starts at 0
@@ -373,22 +375,25 @@ class App:
         """Import the app within IMPORT_TIMEOUT seconds, then run `flask db upgrade` (when
         MIGRATE) within MIGRATE_TIMEOUT more. Raises BootError with the phase that failed."""
         limit = import_timeout + migrate_timeout
-        argv = niced([sys.executable, "-c", IMPORT_THEN_MIGRATE, str(import_timeout),
-                      "migrate" if migrate else "import", IMPORTED], self.nice)
+        argv = ["-c", str(import_timeout), "migrate" if migrate else "import", IMPORTED]
+        out = self.workdir.parent / "boot.out"
+        out.write_bytes(b"")
+        proc = forked(IMPORT_THEN_MIGRATE, argv, self.workdir, self.env, out, self.nice, "migrate")
         try:
-            result = subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True,
-                                    text=True, timeout=limit)
-        except subprocess.TimeoutExpired as exc:
-            output = (exc.stderr or b"").decode(errors="replace")  # bytes, whatever text= says
+            proc.wait(limit)
+        except BaseException as exc:  # a timeout, or Ctrl-C: nothing of the boot may outlive it
+            processes.stop(proc, signal.SIGKILL, family=True)
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
             raise BootError(f"the migration did not finish within {migrate_timeout:.0f} s", "hung",
-                            "migrate", output, self.workdir) from None
-        output = result.stderr + result.stdout
+                            "migrate", read_from(out, 0), self.workdir) from None
+        output = read_from(out, 0)
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(output.replace(IMPORTED + "\n", ""))
-        if result.returncode == 0:
+        if proc.returncode == 0:
             return
-        imported = IMPORTED in result.stderr
-        if not imported and WATCHDOG.search(result.stderr):
+        imported = IMPORTED in output
+        if not imported and WATCHDOG.search(output):
             raise BootError(f"hung at import: no answer in {import_timeout:.0f} s", "hung", "import",
                             output, self.workdir)
         phase = "migrate" if imported else "import"

@@ -127,7 +127,7 @@ def stop(target, sig=signal.SIGTERM, *, timeout=10.0, group=False, family=False,
     NAME, when given, is printed if a kill was needed.
     Returns True when the process had to be killed.
     """
-    proc = target if isinstance(target, subprocess.Popen) else None
+    proc = target if hasattr(target, "poll") else None  # a Popen, or a forkserver.Forked
     pid = proc.pid if proc else int(target)
     if (proc.poll() is not None) if proc else not alive(pid):
         return False

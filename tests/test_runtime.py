@@ -1,11 +1,15 @@
-"""runtime/: the one process-stop helper, the memcached protocol module and the task-page reader."""
+"""runtime/: the one process-stop helper, the fork server, the memcached protocol module and the
+task-page reader."""
+import json
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from runtime import harness, memcached, processes, taskpage
+from conftest import ROOT, wait_for
+from runtime import forkserver, harness, memcached, processes, taskpage
 
 # A parent that ignores SIGTERM and leaves a child behind, each printing its pid.
 STUBBORN = """
@@ -72,6 +76,48 @@ def test_stopping_a_finished_process_is_a_no_op():
     assert processes.stop(proc) is False
 
 
+# What a forked command sees, as JSON, then its exit status.
+REPORT = """
+import json, os, sys
+local = [m for m, mod in list(sys.modules.items()) if os.getcwd() in str(getattr(mod, "__file__", ""))]
+print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path0": sys.path[0],
+                  "flask": "flask" in sys.modules, "local": local}))
+sys.exit(3)
+"""
+
+
+def test_a_forked_command_runs_as_python_c_would(tmp_path):
+    (tmp_path / "application.py").write_text("raise SystemExit('imported too early')\n")
+    out = tmp_path / "out.txt"
+    env = {"ONLY_THIS": "1", "PATH": os.environ["PATH"]}
+    proc = forkserver.spawn(REPORT, ["-c", "an argument"], cwd=tmp_path, env=env, out=out,
+                            base_env=dict(os.environ, FORK_SERVER_ONLY="1"))
+    assert proc.wait(30) == 3
+    seen = json.loads(out.read_text())
+    # Its own arguments, folder and environment only; libraries imported, the app's code not.
+    assert seen == {"argv": ["-c", "an argument"], "cwd": str(tmp_path), "env": env, "path0": "",
+                    "flask": True, "local": []}
+    assert processes.stop(proc) is False  # exited and reaped
+
+
+def test_a_killed_child_of_the_fork_server_is_reaped_with_its_signal(tmp_path):
+    proc = forkserver.spawn("import time; time.sleep(600)", ["-c"], cwd=tmp_path, env={},
+                            out=tmp_path / "out.txt", name="sleeper")
+    wait_for(lambda: processes.program(proc.pid) == "sleeper", "the child named")
+    assert proc.poll() is None
+    assert processes.stop(proc, timeout=0.2) is False  # SIGTERM was enough
+    assert proc.returncode == -signal.SIGTERM and not processes.alive(proc.pid)
+
+
+def test_the_fork_server_goes_with_the_process_that_started_it(tmp_path):
+    script = ("import sys; from runtime import forkserver\n"
+              f"forkserver.spawn('pass', ['-c'], cwd={str(tmp_path)!r}, env={{}}, out={str(tmp_path / 'o')!r}).wait(30)\n"
+              "print(forkserver.pids()[0])")
+    server = int(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout)
+    wait_for(lambda: not processes.alive(server), "the fork server gone", timeout=10)
+
+
 @pytest.fixture(scope="module")
 def plain(services_env):
     server = harness.CacheServer(sasl=False).start()
@@ -84,6 +130,18 @@ def sasl(services_env):
     server = harness.CacheServer(sasl=True).start()
     yield server
     server.stop()
+
+
+def test_a_fork_server_started_without_sasl_path_still_logs_in(sasl, tmp_path):
+    """pylibmc reads SASL_PATH once, at its import: before the fork server forks anything."""
+    login = f"[{sasl.address!r}], binary=True, username={sasl.username!r}, password={sasl.password!r}"
+    code = f"import pylibmc; c = pylibmc.Client({login}); c.set('fork', b'in'); print(c.get('fork'))"
+    script = ("from runtime import forkserver\n"
+              f"forkserver.spawn({code!r}, ['-c'], cwd={str(tmp_path)!r}, env={{}}, "
+              f"out={str(tmp_path / 'out')!r}).wait(30)")
+    env = {k: v for k, v in os.environ.items() if k != "SASL_PATH"}
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)
+    assert (tmp_path / "out").read_text() == "b'in'\n"
 
 
 def test_binary_get_reads_what_pylibmc_stored_over_sasl(sasl):

@@ -20,7 +20,7 @@ def gunicorns(mark):
     found = []
     for pid in processes_marked(mark):
         try:
-            if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "gunicorn":
                 found.append(pid)
         except OSError:
             pass
