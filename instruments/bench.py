@@ -20,13 +20,15 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
   memcached's 1 MB at a few thousand), next to a ceiling serving its own page.
 
 Every measurement also takes the gunicorn worker's CPU time per request (from /proc), steadier
-than throughput on a shared machine. Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
+than throughput on a shared machine. With two CPUs or more, the measured worker runs on a CPU of
+its own and everything else on the rest (see pin()). Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
 same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
 `--only warm` measures just final/'s warm page (both visitors) against the bare get, in paired
 rounds, and prints each round's ratios and their medians (a minute or two, not the full bench's
 twenty): the loop to run while making the warm page faster. It is a command, not a test: tests/test_bench.py runs a small version and checks only its output.
 """
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -78,6 +80,23 @@ def say(text):
     print(text, file=sys.stderr, flush=True)
 
 
+# Where things run, on a machine of two CPUs or more: the worker measured on a CPU of its own, and
+# everything else the bench starts (wrk, memcached, the other apps) on the rest. Unpinned, the 15
+# threads' GIL hand-offs across CPUs cost each request over twice the CPU time, and varied most.
+CPUS = sorted(os.sched_getaffinity(0))
+WORKER_CPUS = set(CPUS[-1:]) if len(CPUS) > 1 else None
+LOAD_CPUS = set(CPUS[:-1]) if len(CPUS) > 1 else None
+
+
+def pin(pid, cpus):
+    """Keep every thread of PID (0: this process) on CPUS (None: leave it be)."""
+    if cpus is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task") if pid else [0]:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
+
+
 # --- measuring ---------------------------------------------------------------------------------
 
 class Wrk:
@@ -110,8 +129,10 @@ def measure(wrk, server, duration, headers=()):
     """Warm up, then measure SERVER (a harness Server) for DURATION seconds, with its worker's CPU
     time per request. Two seconds of warm-up by default: after memcached restarts, each pooled
     client fails once and is replaced a second later."""
-    wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
     (worker,) = processes.children(server.proc.pid)  # gunicorn's one worker
+    pin(worker, WORKER_CPUS)
+    wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
+    pin(worker, WORKER_CPUS)  # its threads started meanwhile too
     started = processes.cpu_seconds(worker)
     result = wrk.run(server.url + "/", duration, headers)
     result["cpu_us"] = (processes.cpu_seconds(worker) - started) / max(1, result["requests"]) * 1e6
@@ -429,7 +450,11 @@ def main(argv):
     say(f"bench: sizes {', '.join(f'{s:,}' for s in options.sizes)}; {options.rounds} rounds of "
         f"{options.duration}s per measurement, wrk -t{options.threads} -c{options.connections}; "
         f"output in {options.out}")
+    if WORKER_CPUS:
+        say(f"the measured worker runs on CPU {min(WORKER_CPUS)}, everything else on "
+            f"{', '.join(map(str, sorted(LOAD_CPUS)))}")
     started = time.monotonic()
+    pin(0, LOAD_CPUS)  # what this starts from now on runs there too, until measure() moves it
     try:
         options.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
@@ -451,7 +476,9 @@ def main(argv):
                      "rounds": options.rounds,
                      "wrk": f"-t{options.threads} -c{options.connections}",
                      "server": f"gunicorn --workers={harness.EB_WORKERS} --threads={harness.EB_THREADS}",
-                     "database": "mariadb", "cache": "sasl memcached"},
+                     "database": "mariadb", "cache": "sasl memcached",
+                     "cpus": {"worker": sorted(WORKER_CPUS), "the rest": sorted(LOAD_CPUS)}
+                     if WORKER_CPUS else "one CPU: nothing pinned"},
         "results": results,
         "first_read_after_write": first_reads,
         "targets": checks,

@@ -1,7 +1,9 @@
 """`make bench` in miniature: the table, the JSON and the plot come out. Nothing about speed."""
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -24,6 +26,7 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
     assert "[1/14] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
+    assert "the measured worker runs on CPU " in result.stderr or len(os.sched_getaffinity(0)) == 1
     report = json.loads((tmp_path / "bench.json").read_text())
     measured = {(r["size"], r["config"]) for r in report["results"]}
     assert measured == ({(size, config) for size in SIZES for config in CONFIGS}
@@ -56,3 +59,30 @@ def test_bench_only_warm_prints_each_rounds_ratios_and_their_median():
         "20 tasks, round 1", "20 tasks, round 2", "20 tasks, median of 2"]
     assert "full caching, returning" in lines[2] and "x CPU of bare WSGI: one pooled get" in lines[2]
     assert lines[3].startswith("load average ")
+
+
+def test_pin_moves_every_thread_of_a_process():
+    """The bench keeps the measured worker on a CPU of its own: all 15 threads, not just one."""
+    from instruments.bench import pin
+
+    cpus = sorted(os.sched_getaffinity(0))
+    proc = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        for wanted in ({cpus[-1]}, set(cpus)):
+            pin(proc.pid, wanted)
+            tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+            assert len(tasks) == 4
+            assert all(os.sched_getaffinity(int(t.name)) == wanted for t in tasks)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+THREADED = """
+import threading, time
+for _ in range(3):
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+print("ready", flush=True)
+time.sleep(60)
+"""
