@@ -203,13 +203,13 @@ class Sampler:
     def _write_pids(self):
         if not self.pids_file:
             return
-        with self.lock:
+        with self.lock:  # the file too: apps boot on several threads, and share the tmp name
             data = {w.cache or "none": {"memcached_port": w.app.memcached.port if w.app.memcached
                                         else None, **w.pids()} for w in self.watched}
-        tmp = f"{self.pids_file}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, self.pids_file)
+            tmp = f"{self.pids_file}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.pids_file)
 
     # ---- pytest hooks ----
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -339,3 +340,28 @@ def test_a_running_check_is_seen_machine_wide_and_a_yielding_boot_serves_at_full
                     for pid in pids for tid in os.listdir(f"/proc/{pid}/task")}
     # Only root may lower a niceness again: elsewhere the app keeps the one it booted with.
     assert niceness == ({0} if os.geteuid() == 0 else {harness.NICE})
+
+
+def test_apps_booting_on_several_threads_all_reach_the_pids_file(tmp_path, monkeypatch):
+    """The pids file these tests freeze by: each config's app boots on a thread of its own, and
+    the writes shared one temporary name (a check failed with FileNotFoundError once)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("WORKSHOP_STALL_PIDS", str(tmp_path / "pids.json"))
+    sampler = stalls.Sampler()
+    errors = []
+
+    def boot(n):
+        try:
+            for i in range(100):
+                sampler.watch(f"config-{n}-{i}", SimpleNamespace(memcached=None, servers=[]))
+        except Exception as exc:  # noqa: BLE001 - any error here is the defect
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(json.loads((tmp_path / "pids.json").read_text())) == 400
