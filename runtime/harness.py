@@ -251,7 +251,10 @@ class Server:
         self.workdir, self.env, self.log = workdir, env, log
         self.workers, self.threads = workers, threads
         self.nice = nice or Niceness()  # boot at this niceness, then serve at 0 where allowed
-        self.port = services.free_port()
+        # Chosen by the kernel at the first bind, read from /proc, kept for restarts: a
+        # port found free beforehand can be taken by anything before gunicorn binds it, and then
+        # the readiness probe reaches the wrong app (it happened, under two busy workers).
+        self.port = None
         self.proc = None
 
     @property
@@ -259,7 +262,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout=30.0):
-        argv = ["gunicorn", "--bind", f"127.0.0.1:{self.port}",
+        argv = ["gunicorn", "--bind", f"127.0.0.1:{self.port or 0}",
                 f"--workers={self.workers}", f"--threads={self.threads}", "--timeout", "60",
                 "--graceful-timeout", "3", "application:application"]
         with open(self.log, "ab") as out:
@@ -278,6 +281,12 @@ class Server:
             if self.proc.poll() is not None:
                 raise BootError(f"the app exited while starting: {log_tail(self.log)}", "crashed",
                                 output=read_from(self.log, self.log_start), folder=self.workdir)
+            if self.port is None:
+                bound = processes.listening_ports(self.proc.pid)
+                if not bound:
+                    time.sleep(0.05)
+                    continue
+                self.port = bound[0]
             try:
                 # Any answer means a worker has imported the app; this path touches no cache.
                 requests.get(self.url + "/__harness_ready__", timeout=2)

@@ -8,6 +8,7 @@
 
 And what a process has used, from /proc: cpu_seconds(pid), peak_rss_mb(pid).
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,9 +37,9 @@ def program(pid):
         return None
 
 
-def listener(port):
-    """The pid of the process listening on loopback TCP PORT, or None when none is found."""
-    inodes = set()
+def listening():
+    """{"socket:[inode]": port} of every listening TCP socket, from /proc."""
+    found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
@@ -46,15 +47,36 @@ def listener(port):
             continue
         for row in rows:
             fields = row.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
+            if fields[3] == "0A":  # LISTEN
+                found[f"socket:[{fields[9]}]"] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
+
+
+def sockets(pid):
+    """The "socket:[inode]" names of PID's open files."""
+    names = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed meanwhile
+                names.add(os.readlink(fd))
+    except OSError:  # gone, or not ours to read
+        pass
+    return names
+
+
+def listener(port):
+    """The pid of the process listening on loopback TCP PORT, or None when none is found."""
+    inodes = {inode for inode, bound in listening().items() if bound == port}
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
-                return int(fd_dir.parent.name)
-        except OSError:  # gone, or not ours to read
-            continue
+        if inodes & sockets(int(fd_dir.parent.name)):
+            return int(fd_dir.parent.name)
     return None
+
+
+def listening_ports(pid):
+    """The TCP ports PID listens on, from /proc."""
+    mine = sockets(pid)
+    return sorted(port for inode, port in listening().items() if inode in mine)
 
 
 def read_pid(pidfile):
