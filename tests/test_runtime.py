@@ -183,3 +183,15 @@ def test_the_task_page_reader():
     assert taskpage.shows(PAGE, "call grandma") and not taskpage.shows(PAGE, "ignored")
     add = taskpage.parse_forms(PAGE)[0]
     assert (add.method, add.fields, add.texts) == ("POST", {"csrf_token": "t"}, ["name"])
+
+
+def test_an_app_serves_on_the_port_its_gunicorn_bound_and_keeps_it_on_restart(services_env):
+    """The kernel picks the port at gunicorn's first bind: a port found free beforehand could be
+    taken before gunicorn bound it, and the app's URL would lead to somebody else."""
+    with harness.run_app(ROOT / "steps" / "01-skeleton", cache=None) as app:
+        server = app.servers[0]
+        port = server.port
+        assert processes.listener(port) == server.proc.pid
+        app.restart()
+        assert server.port == port and processes.listener(port) == server.proc.pid
+        assert app.visitor().get("/").status_code == 200
