@@ -174,6 +174,16 @@ def wait_for_port(port, name, timeout=30.0, proc=None, log=None):
     raise ServiceError(f"{name} did not answer on 127.0.0.1:{port} within {timeout:.0f}s.{tail}")
 
 
+def wait_for_listener(proc, port, timeout):
+    """True once PROC itself listens on PORT; False if it exits or TIMEOUT passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if port in processes.listening_ports(proc.pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def require(program):
     path = shutil.which(program) or next(
         (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None
@@ -200,6 +210,7 @@ class Memcached:
     """One memcached process on loopback, plain or with SASL on."""
 
     def __init__(self, port=None, sasl=False, sasl_conf=None, memory_mb=64, log=None):
+        self.chosen = port is None  # a port found free here, which another program may take first
         self.port = port or free_port()
         self.sasl = sasl
         self.sasl_conf = sasl_conf
@@ -221,16 +232,30 @@ class Memcached:
         return cmd
 
     def start(self, detach=False):
-        if port_open(self.port):
-            raise ServiceError(f"port {self.port} is already in use; stop what runs there or pick another port")
-        env = dict(os.environ)
-        if self.sasl:
-            env["SASL_CONF_PATH"] = str(self.sasl_conf)
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out,
-                                     stdin=subprocess.DEVNULL, start_new_session=detach)
-        wait_for_port(self.port, "memcached", timeout=10, proc=self.proc, log=self.log)
-        return self
+        """Start memcached and wait until it, not just anything, listens on its port. A port found
+        free here can be taken before memcached binds it (another app's server, another memcached):
+        then memcached exits, and it is started again on another port."""
+        for attempt in range(5 if self.chosen else 1):
+            if attempt:
+                self.port = free_port()
+            if port_open(self.port) and not self.chosen:
+                raise ServiceError(f"port {self.port} is already in use; stop what runs there or pick another port")
+            env = dict(os.environ)
+            if self.sasl:
+                env["SASL_CONF_PATH"] = str(self.sasl_conf)
+            out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+            self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out,
+                                         stdin=subprocess.DEVNULL, start_new_session=detach)
+            if self.log:
+                out.close()
+            if wait_for_listener(self.proc, self.port, timeout=10):
+                return self
+            processes.stop(self.proc, timeout=5)
+        self.proc = None
+        tail = ""
+        if self.log and Path(self.log).exists():
+            tail = " Last log line: " + (Path(self.log).read_text().strip().splitlines() or [""])[-1]
+        raise ServiceError(f"memcached did not listen on 127.0.0.1:{self.port} within 10s.{tail}")
 
     def stop(self):
         if self.proc is not None:

@@ -132,6 +132,25 @@ def sasl(services_env):
     server.stop()
 
 
+def test_a_renewed_fork_server_forks_children_of_another_layout(tmp_path):
+    """Children of one fork server share its hash seed and memory layout (pylibmc's login bug
+    depends on them); after renew() they come from a server with its own."""
+    code = "import os; print(hash('layout'), id(os), flush=True)"
+
+    def child():
+        out = tmp_path / "out"
+        out.write_text("")
+        forkserver.spawn(code, [], cwd=tmp_path, env=dict(os.environ), out=out).wait(30)
+        return out.read_text().strip()
+
+    first, second = child(), child()
+    server = forkserver.pids()
+    forkserver.renew()
+    third = child()
+    assert first == second
+    assert forkserver.pids() != server and third.split()[0] != first.split()[0]
+
+
 def test_a_fork_server_started_without_sasl_path_still_logs_in(sasl, tmp_path):
     """pylibmc reads SASL_PATH once, at its import: before the fork server forks anything."""
     login = f"[{sasl.address!r}], binary=True, username={sasl.username!r}, password={sasl.password!r}"
@@ -195,3 +214,24 @@ def test_an_app_serves_on_the_port_its_gunicorn_bound_and_keeps_it_on_restart(se
         app.restart()
         assert server.port == port and processes.listener(port) == server.proc.pid
         assert app.visitor().get("/").status_code == 200
+
+
+def test_an_apps_memcached_taken_port_moves_it_to_another(monkeypatch):
+    """A port found free can be taken before memcached binds it; memcached then exits, and the
+    app would talk to whatever holds the port (another app's memcached, killed when that app
+    stops: a fresh-clone run failed with ServerDown in the middle of a check)."""
+    from runtime import services
+
+    with services.socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        monkeypatch.setattr(services, "free_port", lambda real=services.free_port: next(ports, None) or real())
+        server = services.Memcached().start()
+        try:
+            assert server.port != taken.getsockname()[1]
+            assert processes.listening_ports(server.proc.pid) == [server.port]
+        finally:
+            server.stop()
+        with pytest.raises(services.ServiceError, match="already in use"):
+            services.Memcached(port=taken.getsockname()[1]).start()
