@@ -9,7 +9,8 @@ While checks run, a thread of the checker samples every INTERVAL seconds:
 Each stretch of trouble is an Episode. A failure whose check overlaps an episode of STALL seconds
 or more, or whose output shows the app's client giving up on memcached (GIVE_UP), is suspect:
 checks/cli.py runs it once more on a fresh boot and `settle` decides what it was (a pass with the
-stall noted, the learner's failure, or "machine_stalled").
+stall noted, the learner's failure, or "machine_stalled"). pylibmc's random SASL login failure
+(LOGIN_BUG) is no more the learner's than a stall is, and is judged the same way.
 
 Set WORKSHOP_STALL_PIDS to a file and the sampler writes there the pids and ports it watches
 (the fault-injection tests freeze those processes).
@@ -33,7 +34,16 @@ LOOKBACK = 1.0  # a stall that ended just before a check began can still spoil i
 TASKS_EVERY = 10  # samples between two readings of a process's thread list
 STARVED = 0.8  # a thread that waited to run for this share of a sample was starved (not just slowed)
 GIVE_UP = re.compile(r"ServerDead|ServerDown|SERVER IS MARKED DEAD|SERVER HAS FAILED|"
-                     r"A TIMEOUT OCCURRED|lost memcached at|cannot reach memcached at")
+                     r"A TIMEOUT OCCURRED|lost memcached at|cannot reach memcached at|"
+                     r"FAILED TO SEND AUTHENTICATION TO SERVER")
+# With the login data the harness gives, this is the libmemcached inside pylibmc 1.6.3 failing a
+# SASL login at random (it reads the server's mechanism list into a buffer it never terminates;
+# WORKSHOP.md, Troubleshooting). It strikes for the layout of a process, and every app a fork
+# server starts shares its layout: so a rerun boots from a new fork server.
+LOGIN_BUG = "FAILED TO SEND AUTHENTICATION TO SERVER"
+LOGIN_BUG_TEXT = ("pylibmc could not log in to memcached (FAILED TO SEND AUTHENTICATION TO SERVER: "
+                  "the SASL bug of the libmemcached inside pylibmc 1.6.3, which strikes at random; "
+                  "WORKSHOP.md, Troubleshooting), so the app's client gave up on the server")
 BOOTING = "an app starting"  # what the checker runs that no booted app owns yet
 NAMES = {"sasl": "", "plain": " (plain)", None: " (no memcached)"}  # which boot, after a name
 
@@ -185,6 +195,7 @@ class Sampler:
         self.starting = {}  # pid -> Process: the checker's children that no watched app owns
         self.suspect_causes = set()
         self.suspect_boots = set()  # what the failures of a suspect boot observed
+        self.login_failed = False  # pylibmc's login bug struck in an app of this session
         self.cpu = 0.0  # the sampling thread's own CPU seconds
         self.samples = 0
         self.lock = threading.RLock()  # the thread samples under it; note() reads under it
@@ -241,6 +252,7 @@ class Sampler:
                 return (yield)
         finally:
             window[1] = time.monotonic()
+            self.login_bug()
 
     # ---- the sampling thread ----
 
@@ -353,11 +365,19 @@ class Sampler:
         start, end = first.get(name) or second.get(name) or (now, now)
         return start, end or now
 
+    def login_bug(self):
+        """Whether a watched app's log has shown pylibmc's random SASL login failure (LOGIN_BUG).
+        Read after each check too: a rerun is judged once its apps and their logs are gone."""
+        with self.lock:
+            self.login_failed = self.login_failed or any(
+                LOGIN_BUG in w.app.log_text() for w in self.watched if w.cache == "sasl")
+            return self.login_failed
+
     def note(self, result):
         """Set RESULT.stall from what was slow during its check. For a failure the machine may
-        have caused (to be run again on a fresh boot), why: "stall" (it overlaps one), "gave up"
-        (the app's client gave up on memcached) or "follows" (it fails on the cause of a suspect
-        one); else None."""
+        have caused (to be run again on a fresh boot), why: "stall" (it overlaps one), "login bug"
+        (the app's client gave up on memcached after pylibmc's login bug struck), "gave up" (it
+        gave up otherwise) or "follows" (it fails on the cause of a suspect one); else None."""
         start, end = self.window(result)
         with self.lock:
             episodes = self.episodes + self.open_episodes(time.monotonic())
@@ -368,7 +388,10 @@ class Sampler:
         if result.passed:
             return None
         sign = give_up_sign(result)
-        if sign and not stalls:
+        login_bug = bool(sign) and not stalls and self.login_bug()
+        if login_bug:
+            result.stall = LOGIN_BUG_TEXT
+        elif sign and not stalls:
             earlier = [e for e in episodes if e.amount >= STALL and e.start < start]
             result.stall = (f"the app's memcached client gave up on the server ({sign})"
                             + (f" after {max(earlier, key=lambda e: e.end).text()}" if earlier else ""))
@@ -378,7 +401,8 @@ class Sampler:
         # start is raised again to every check of it, at once), follows from this one.
         follows = (result.cause is not None and result.cause in self.suspect_causes
                    or result.status == "error" and result.observed in self.suspect_boots)
-        why = "stall" if stalls and not raised else "gave up" if sign else "follows" if follows else None
+        why = ("stall" if stalls and not raised else "login bug" if login_bug else "gave up" if sign
+               else "follows" if follows else None)
         if why and result.cause:
             self.suspect_causes.add(result.cause)
         if why and result.status == "error":
@@ -413,7 +437,7 @@ def settle(first, again, first_sampler, sampler):
     again.rerun = True
     if again.passed:
         again.stall = first.stall  # a pass, with what spoiled the first run noted
-    elif sampler.note(again) in ("stall", "follows"):
+    elif sampler.note(again) in ("stall", "login bug", "follows"):
         again.status, again.reason, again.app_state, again.cause = "error", "machine_stalled", "ok", None
     else:
         again.stall = None  # failed again with nothing slow: the learner's

@@ -149,6 +149,43 @@ def test_a_failure_still_stalled_is_the_machines():
     assert again.as_dict()["stall"] == again.stall and again.as_dict()["points_earned"] == 0
 
 
+LOGIN_LOG = ("Exception possibly due to cache backend.\n"
+             "pylibmc.Error: error 40 from memcached_mget: FAILED TO SEND AUTHENTICATION TO SERVER\n")
+DOWN = ("pylibmc.ServerDown: error 47 from memcached_mget: SERVER HAS FAILED AND IS DISABLED UNTIL "
+        "TIMED RETRY\n  at task_list/tasks.py:22 in invalidate_task_list")
+
+
+def watching(sampler, log):
+    """SAMPLER watching a SASL app whose log holds LOG."""
+    from types import SimpleNamespace
+
+    app = SimpleNamespace(memcached=None, servers=[], log_text=lambda: log)
+    sampler.watched.append(stalls.Watched("sasl", app))
+    return sampler
+
+
+def test_pylibmcs_login_bug_makes_a_failure_suspect_and_is_named():
+    sampler = watching(sampler_with([], WINDOWS), LOGIN_LOG)
+    failed = result("check_05_fresh_after_delete", observed="POST / answered 500", cause=DOWN)
+    assert sampler.note(failed) == "login bug"
+    assert failed.stall == stalls.LOGIN_BUG_TEXT
+    # without the login failure in the log, the same failure is a client that gave up
+    other = result("check_05_fresh_after_delete", observed="POST / answered 500", cause=DOWN)
+    assert watching(sampler_with([], WINDOWS), "").note(other) == "gave up"
+
+
+def test_pylibmcs_login_bug_on_the_rerun_too_is_no_verdict():
+    first = result(cause=DOWN)
+    again = stalls.settle(first, result(cause=DOWN), watching(sampler_with([], WINDOWS), LOGIN_LOG),
+                          watching(sampler_with([], WINDOWS), LOGIN_LOG))
+    assert (again.status, again.reason, again.cause, again.stall) == \
+        ("error", "machine_stalled", None, stalls.LOGIN_BUG_TEXT)
+    # the rerun failed by itself, with no login failure: the learner's
+    clean = stalls.settle(result(cause=DOWN), result(observed="stale"),
+                          watching(sampler_with([], WINDOWS), LOGIN_LOG), watching(sampler_with([], WINDOWS), ""))
+    assert (clean.status, clean.reason, clean.stall) == ("fail", None, None)
+
+
 # ---- the probe and the sampler, on real processes -----------------------------------------------
 
 @pytest.fixture
