@@ -262,9 +262,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout=30.0):
+        # No control socket: gunicorn 25+ opens one at a single path per user, which every app
+        # booted here would share.
         argv = ["gunicorn", "--bind", f"127.0.0.1:{self.port or 0}",
                 f"--workers={self.workers}", f"--threads={self.threads}", "--timeout", "60",
-                "--graceful-timeout", "3", "application:application"]
+                "--graceful-timeout", "3", "--no-control-socket", "application:application"]
         with open(self.log, "ab") as out:
             self.log_start = out.tell()  # what this start prints comes after this
         self.proc = forked(GUNICORN, argv, self.workdir, self.env, self.log, self.nice, "gunicorn")
