@@ -168,10 +168,14 @@ def wait_for_port(port, name, timeout=30.0, proc=None, log=None):
         if proc is not None and proc.poll() is not None:
             break
         time.sleep(0.05)
-    tail = ""
+    raise ServiceError(f"{name} did not answer on 127.0.0.1:{port} within {timeout:.0f}s.{last_line(log)}")
+
+
+def last_line(log):
+    """The last line of LOG, as the end of an error message; "" without one."""
     if log and Path(log).exists():
-        tail = " Last log line: " + (Path(log).read_text().strip().splitlines() or [""])[-1]
-    raise ServiceError(f"{name} did not answer on 127.0.0.1:{port} within {timeout:.0f}s.{tail}")
+        return " Last log line: " + (Path(log).read_text().strip().splitlines() or [""])[-1]
+    return ""
 
 
 def wait_for_listener(proc, port, timeout):
@@ -252,10 +256,7 @@ class Memcached:
                 return self
             processes.stop(self.proc, timeout=5)
         self.proc = None
-        tail = ""
-        if self.log and Path(self.log).exists():
-            tail = " Last log line: " + (Path(self.log).read_text().strip().splitlines() or [""])[-1]
-        raise ServiceError(f"memcached did not listen on 127.0.0.1:{self.port} within 10s.{tail}")
+        raise ServiceError(f"memcached did not listen on 127.0.0.1:{self.port} within 10s.{last_line(self.log)}")
 
     def stop(self):
         if self.proc is not None:
