@@ -218,8 +218,8 @@ def test_an_app_serves_on_the_port_its_gunicorn_bound_and_keeps_it_on_restart(se
 
 def test_an_apps_memcached_taken_port_moves_it_to_another(monkeypatch):
     """A port found free can be taken before memcached binds it; memcached then exits, and the
-    app would talk to whatever holds the port (another app's memcached, killed when that app
-    stops: a fresh-clone run failed with ServerDown in the middle of a check)."""
+    app would talk to whatever holds the port (another app's memcached, which goes when that app
+    stops: ServerDown in the middle of a check)."""
     from runtime import services
 
     with services.socket.socket() as taken:
