@@ -368,10 +368,11 @@ class Sampler:
     def login_bug(self):
         """Whether a watched app's log has shown pylibmc's random SASL login failure (LOGIN_BUG).
         Read after each check too: a rerun is judged once its apps and their logs are gone."""
-        with self.lock:
-            self.login_failed = self.login_failed or any(
-                LOGIN_BUG in w.app.log_text() for w in self.watched if w.cache == "sasl")
-            return self.login_failed
+        if not self.login_failed:
+            with self.lock:  # the list only: the sampling thread waits on this lock
+                apps = [w.app for w in self.watched if w.cache == "sasl"]
+            self.login_failed = any(LOGIN_BUG in app.log_text() for app in apps)
+        return self.login_failed
 
     def note(self, result):
         """Set RESULT.stall from what was slow during its check. For a failure the machine may

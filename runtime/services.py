@@ -239,14 +239,14 @@ class Memcached:
         """Start memcached and wait until it, not just anything, listens on its port. A port found
         free here can be taken before memcached binds it (another app's server, another memcached):
         then memcached exits, and it is started again on another port."""
+        if not self.chosen and port_open(self.port):
+            raise ServiceError(f"port {self.port} is already in use; stop what runs there or pick another port")
+        env = dict(os.environ)
+        if self.sasl:
+            env["SASL_CONF_PATH"] = str(self.sasl_conf)
         for attempt in range(5 if self.chosen else 1):
             if attempt:
                 self.port = free_port()
-            if port_open(self.port) and not self.chosen:
-                raise ServiceError(f"port {self.port} is already in use; stop what runs there or pick another port")
-            env = dict(os.environ)
-            if self.sasl:
-                env["SASL_CONF_PATH"] = str(self.sasl_conf)
             out = open(self.log, "ab") if self.log else subprocess.DEVNULL
             self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=out,
                                          stdin=subprocess.DEVNULL, start_new_session=detach)

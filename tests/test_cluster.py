@@ -187,14 +187,16 @@ def warm(cluster):
     """Every instance has served the list, so the front page sits in memcached. Asked again for
     a few seconds: right after the previous test restarted every node, an instance keeps its
     pages out of memcached for a second (final/README.md, Scale)."""
+    held = []
+
     def holder():
         for url in cluster.instance_urls:
             assert requests.get(url + "/", timeout=10).status_code == 200
-        return cluster.node_holding("view/front")
+        held[:] = [cluster.node_holding("view/front")]
+        return held[0] is not None
 
-    wait_for(lambda: holder() is not None, "the front page cached on one of the nodes", timeout=10)
-    return cluster.node_holding("view/front")
-    return node
+    wait_for(holder, "the front page cached on one of the nodes", timeout=10)
+    return held[0]
 
 
 def test_one_memcached_node_stopped_then_back_empty(cluster):
