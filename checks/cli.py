@@ -19,7 +19,7 @@ from checks import stalls
 from checks.manifest import ROOT, ManifestError, manifest_path, stage_of
 from checks.plugin import Results
 from checks.results import app_record, render
-from runtime import UsageError, forkserver
+from runtime import UsageError
 
 STAGES_FILE = Path(__file__).with_name("stages.py")
 DEFAULT_APP = ROOT / "workspace"
@@ -135,7 +135,6 @@ def execute(stages, app_dir, numbers, options, listener=None, junit=None, extra=
     if suspects:
         unrun = [name for name in sampler.collected if name not in results.results]  # after -x
         fresh = stalls.Sampler()
-        forkserver.renew()  # a fresh boot in a fresh layout: pylibmc's login bug depends on it
         again = run_pytest(stages, [f"{STAGES_FILE}::{name}" for name in suspects + unrun] + args
                            + ["--full-priority"], fresh)  # a verdict that yields to nothing
         for name in [n for n in suspects + unrun if n in again.results or n in results.results]:

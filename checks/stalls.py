@@ -9,8 +9,8 @@ While checks run, a thread of the checker samples every INTERVAL seconds:
 Each stretch of trouble is an Episode. A failure whose check overlaps an episode of STALL seconds
 or more, or whose output shows the app's client giving up on memcached (GIVE_UP), is suspect:
 checks/cli.py runs it once more on a fresh boot and `settle` decides what it was (a pass with the
-stall noted, the learner's failure, or "machine_stalled"). pylibmc's random SASL login failure
-(LOGIN_BUG) is no more the learner's than a stall is, and is judged the same way.
+stall noted, the learner's failure, or "machine_stalled"). pylibmc's SASL login bug (LOGIN_BUG)
+is no more the learner's than a stall is, and is judged the same way.
 
 Set WORKSHOP_STALL_PIDS to a file and the sampler writes there the pids and ports it watches
 (the fault-injection tests freeze those processes).
@@ -37,13 +37,14 @@ GIVE_UP = re.compile(r"ServerDead|ServerDown|SERVER IS MARKED DEAD|SERVER HAS FA
                      r"A TIMEOUT OCCURRED|lost memcached at|cannot reach memcached at|"
                      r"FAILED TO SEND AUTHENTICATION TO SERVER")
 # With the login data the harness gives, this is the libmemcached inside pylibmc 1.6.3 failing a
-# SASL login at random (it reads the server's mechanism list into a buffer it never terminates;
-# WORKSHOP.md, Troubleshooting). It strikes for the layout of a process, and every app a fork
-# server starts shares its layout: so a rerun boots from a new fork server.
+# SASL login (it reads the server's mechanism list into a buffer it never terminates; WORKSHOP.md,
+# Troubleshooting). The workshop's memcached lists a second mechanism that absorbs it
+# (runtime/services.py MECHANISMS); a memcached started with an older config can still show it.
 LOGIN_BUG = "FAILED TO SEND AUTHENTICATION TO SERVER"
 LOGIN_BUG_TEXT = ("pylibmc could not log in to memcached (FAILED TO SEND AUTHENTICATION TO SERVER: "
-                  "the SASL bug of the libmemcached inside pylibmc 1.6.3, which strikes at random; "
-                  "WORKSHOP.md, Troubleshooting), so the app's client gave up on the server")
+                  "the SASL bug of the libmemcached inside pylibmc 1.6.3; run `make services` to "
+                  "refresh memcached's config, and see WORKSHOP.md, Troubleshooting), so the app's "
+                  "client gave up on the server")
 BOOTING = "an app starting"  # what the checker runs that no booted app owns yet
 NAMES = {"sasl": "", "plain": " (plain)", None: " (no memcached)"}  # which boot, after a name
 

@@ -128,19 +128,6 @@ def spawn(code, argv, *, cwd, env, out, nice=0, name="python", base_env=None):
     return server.spawn(code, argv, cwd=cwd, env=env, out=out, nice=nice, name=name)
 
 
-def renew():
-    """Fork what comes next from a new fork server. Its children share the old one's memory layout
-    and hash seed, so whatever depends on them (pylibmc's random login failure) repeats in each;
-    a fresh boot that must be independent of the earlier ones asks for this first."""
-    global _server
-    with _lock:
-        old, _server = _server, None
-    if old is not None and old.owner == os.getpid():
-        old.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            old.proc.wait(5)
-
-
 def pids():
     """The fork server's pid in this process, if one runs: not an app, whatever it forks."""
     server = _server

@@ -197,12 +197,19 @@ def require(program):
     return path
 
 
-def sasl_conf_dir(run_dir=RUN_DIR):
-    """A SASL config for memcached with one PLAIN user, as MemCachier gives you."""
+# PLAIN first, as MemCachier offers it, then LOGIN, which libsasl2 never picks over an earlier
+# PLAIN. LOGIN is a guard: the libmemcached inside pylibmc 1.6.3 reads this list into a buffer it
+# never terminates, so a letter left after it on the stack makes a lone PLAIN an unknown name and
+# the login fails (WORKSHOP.md, Troubleshooting). After LOGIN, it spoils a name nobody uses.
+MECHANISMS = "plain login"
+
+
+def sasl_conf_dir(run_dir=RUN_DIR, mechanisms=MECHANISMS):
+    """A SASL config for memcached with one user who logs in with PLAIN, as MemCachier gives you."""
     folder = Path(run_dir) / "sasl"
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "sasldb2"
-    (folder / "memcached.conf").write_text(f"mech_list: plain\nsasldb_path: {db}\n")
+    (folder / "memcached.conf").write_text(f"mech_list: {mechanisms}\nsasldb_path: {db}\n")
     subprocess.run(
         [require("saslpasswd2"), "-a", "memcached", "-c", "-p", "-f", str(db), SASL_USER],
         input=SASL_PASSWORD.encode(), check=True, capture_output=True,
@@ -333,13 +340,13 @@ def start_mariadb(run_dir, port):
 
 def start_memcached(name, port, sasl, run_dir=RUN_DIR):
     pidfile = Path(run_dir) / f"{name}.pid"
+    conf = sasl_conf_dir(run_dir) if sasl else None  # current for the apps' own memcacheds too
     pid = running(name, run_dir)
     if pid:
         print(f"  {name} already running (pid {pid}) on 127.0.0.1:{port}")
         return
     if port_open(port):
         raise ServiceError(": ".join(foreign(port, name)))
-    conf = sasl_conf_dir(run_dir) if sasl else None
     server = Memcached(port=port, sasl=sasl, sasl_conf=conf, log=Path(run_dir) / f"{name}.log")
     server.start(detach=True)
     pidfile.write_text(str(server.proc.pid))

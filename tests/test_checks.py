@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from checks.manifest import load_manifest
-from checks.stalls import LOGIN_BUG_TEXT
 
 from conftest import ROOT
 STEPS = ROOT / "steps"
@@ -42,16 +41,10 @@ def checks(*args, env=None, timeout=RUN_LIMIT):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def checked(args, json_file, attempts=3):
-    """One checker run and the results file it wrote (None if it wrote none). A run the checker
-    itself declares spoiled by pylibmc's random SASL login failure, on its rerun too (NOT JUDGED,
-    checks/stalls.py LOGIN_BUG_TEXT), judged nothing: it runs again, ATTEMPTS times at most."""
-    for _ in range(attempts):
-        result = checks(*args, "--json", json_file)
-        data = json.loads(Path(json_file).read_text()) if Path(json_file).is_file() else None
-        if not any(t.get("stall") == LOGIN_BUG_TEXT for t in (data or {}).get("tests", [])
-                   if t.get("reason") == "machine_stalled"):
-            break
+def checked(args, json_file):
+    """One checker run and the results file it wrote (None if it wrote none)."""
+    result = checks(*args, "--json", json_file)
+    data = json.loads(Path(json_file).read_text()) if Path(json_file).is_file() else None
     return result, data
 
 

@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, wait_for
-from runtime import forkserver, harness, memcached, processes, taskpage
+from runtime import forkserver, harness, memcached, processes, services, taskpage
 
 # A parent that ignores SIGTERM and leaves a child behind, each printing its pid.
 STUBBORN = """
@@ -132,25 +133,6 @@ def sasl(services_env):
     server.stop()
 
 
-def test_a_renewed_fork_server_forks_children_of_another_layout(tmp_path):
-    """Children of one fork server share its hash seed and memory layout (pylibmc's login bug
-    depends on them); after renew() they come from a server with its own."""
-    code = "import os; print(hash('layout'), id(os), flush=True)"
-
-    def child():
-        out = tmp_path / "out"
-        out.write_text("")
-        forkserver.spawn(code, [], cwd=tmp_path, env=dict(os.environ), out=out).wait(30)
-        return out.read_text().strip()
-
-    first, second = child(), child()
-    server = forkserver.pids()
-    forkserver.renew()
-    third = child()
-    assert first == second
-    assert forkserver.pids() != server and third.split()[0] != first.split()[0]
-
-
 def test_a_fork_server_started_without_sasl_path_still_logs_in(sasl, tmp_path):
     """pylibmc reads SASL_PATH once, at its import: before the fork server forks anything."""
     login = f"[{sasl.address!r}], binary=True, username={sasl.username!r}, password={sasl.password!r}"
@@ -161,6 +143,61 @@ def test_a_fork_server_started_without_sasl_path_still_logs_in(sasl, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SASL_PATH"}
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)
     assert (tmp_path / "out").read_text() == "b'in'\n"
+
+
+# Preloaded, it hands libsasl2 what the libmemcached in pylibmc 1.6.3 hands it when the byte after
+# the server's mechanism list, in a buffer it never terminates, is a letter.
+DIRTY_BUFFER = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+typedef int (*start_fn)(void *, const char *, void *, const char **, unsigned *, const char **);
+int sasl_client_start(void *conn, const char *mechs, void *prompt, const char **out, unsigned *len,
+                      const char **chosen) {
+    char dirty[4096];
+    snprintf(dirty, sizeof dirty, "%sx", mechs);
+    void *bundled = dlopen(getenv("BUNDLED_SASL"), RTLD_NOW | RTLD_NOLOAD);
+    return ((start_fn) dlsym(bundled, "sasl_client_start"))(conn, dirty, prompt, out, len, chosen);
+}
+"""
+LOGIN = """import pylibmc, sys
+for password in sys.argv[2:]:
+    client = pylibmc.Client([sys.argv[1]], binary=True, username="{user}", password=password)
+    try:
+        client.set("login", b"in"); print(client.get("login"))
+    except pylibmc.Error as exc:
+        print(exc)
+"""
+
+
+def test_the_workshops_memcached_lets_pylibmc_log_in_past_its_mechanism_buffer_bug(sasl, tmp_path):
+    """With a letter after the mechanism list, pylibmc cannot log in to a memcached that offers
+    PLAIN alone; the workshop's offers PLAIN, then LOGIN, and the client logs in with PLAIN. A wrong
+    password is still refused."""
+    import pylibmc
+
+    (tmp_path / "dirty.c").write_text(DIRTY_BUFFER)
+    subprocess.run([services.require("gcc"), "-shared", "-fPIC", "-o", tmp_path / "dirty.so",
+                    tmp_path / "dirty.c", "-ldl"], check=True)
+    bundled, = (Path(pylibmc.__file__).parents[1] / "pylibmc.libs").glob("libsasl2-*")
+    env = dict(os.environ, LD_PRELOAD=str(tmp_path / "dirty.so"), BUNDLED_SASL=str(bundled),
+               SASL_PATH=harness.services_env()["SASL_PATH"])
+
+    def logins(server):
+        code = LOGIN.format(user=sasl.username)
+        return subprocess.run([sys.executable, "-c", code, server.address, sasl.password, "wrong"],
+                              env=env, capture_output=True, text=True, check=True, timeout=60).stdout
+
+    with memcached.connect(sasl.address) as sock:
+        memcached.request(sock, 0x20)  # SASL_LIST_MECHS
+        assert memcached.response(sock)[2] == b"PLAIN LOGIN"
+    assert logins(sasl) == "b'in'\nerror 41 from memcached_set: AUTHENTICATION FAILURE\n"
+    alone = services.Memcached(sasl=True, sasl_conf=services.sasl_conf_dir(tmp_path, mechanisms="plain"))
+    try:
+        assert logins(alone.start()) == "error 40 from memcached_set: FAILED TO SEND AUTHENTICATION TO SERVER\n" * 2
+    finally:
+        alone.stop()
 
 
 def test_binary_get_reads_what_pylibmc_stored_over_sasl(sasl):
