@@ -2,6 +2,7 @@
 a cookie is Flask's own signed session. A learner's pickle is never unpickled here.
 """
 import base64
+import json
 import pickletools
 import zlib
 
@@ -34,11 +35,15 @@ def pickled_globals(value):
 
 
 def signed_data(cookie):
-    """True when COOKIE is Flask's own session cookie: signed, base64 JSON, compressed or not."""
-    payload = cookie.lstrip(".").split(".")[0]
+    """True when COOKIE is Flask's own session cookie: base64 JSON (zlib-compressed when the cookie
+    starts with "."), a timestamp and a signature. A Flask-Session cookie is a random id (then
+    ".signature" with a signer), whose bytes can start with "{" by chance: it is not JSON."""
+    parts = cookie.lstrip(".").split(".")
+    if len(parts) != 3:
+        return False
     try:
-        data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        data = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
         data = zlib.decompress(data) if cookie.startswith(".") else data
-        return data.lstrip().startswith(b"{")
+        return isinstance(json.loads(data), dict)
     except (ValueError, zlib.error):
         return False

@@ -242,6 +242,26 @@ def test_a_pickle_is_read_never_run(tmp_path):
     assert pickled_globals(b"\x80\x05not a pickle") is None
 
 
+def test_only_flasks_own_cookie_counts_as_a_signed_session():
+    """A Flask-Session id is random: one whose bytes start with "{" once made check 09 say the
+    session was Flask's signed cookie (about one id in 256)."""
+    import base64
+    import secrets
+
+    from flask import Flask
+    from checks.stored import signed_data
+
+    app = Flask(__name__)
+    app.secret_key = "x" * 32
+    serializer = app.session_interface.get_signing_serializer(app)
+    assert signed_data(serializer.dumps({"_flashes": [("message", "name required")]}))
+    compressed = serializer.dumps({"names": ["a long name"] * 40})
+    assert compressed.startswith(".") and signed_data(compressed)
+    brace = base64.urlsafe_b64encode(b"{" + secrets.token_bytes(31)).decode().rstrip("=")
+    for sid in [brace, brace + ".signature"] + [secrets.token_urlsafe(32) for _ in range(2000)]:
+        assert not signed_data(sid), sid
+
+
 def test_a_slow_migration_is_not_hung(runs):
     # Its import is quick; the migration alone takes longer than the boot limit, and that is fine.
     result, data = runs[("slow-migration",)]
