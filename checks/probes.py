@@ -209,8 +209,8 @@ class Seen:
 
 def session_key(cookies, keys):
     """The one of KEYS named after one of COOKIES (its value, or the part before a signature)."""
-    return next((k for value in cookies.values() for sid in {value, value.split(".")[0]}
-                 for k in keys if k.endswith(sid)), None)
+    return next((k for value in cookies.values() for sid in {value, value.split(".")[0]} - {""}
+                 for k in keys if k.endswith(sid)), None)  # "": a compressed signed cookie
 
 
 def flash_in_session(app):

@@ -244,11 +244,12 @@ def test_a_pickle_is_read_never_run(tmp_path):
 
 def test_only_flasks_own_cookie_counts_as_a_signed_session():
     """A Flask-Session id is random: one whose bytes start with "{" once made check 09 say the
-    session was Flask's signed cookie (about one id in 256)."""
+    session was Flask's signed cookie (about one id in 256). A signed cookie names no key."""
     import base64
     import secrets
 
     from flask import Flask
+    from checks.probes import session_key
     from checks.stored import signed_data
 
     app = Flask(__name__)
@@ -260,6 +261,9 @@ def test_only_flasks_own_cookie_counts_as_a_signed_session():
     brace = base64.urlsafe_b64encode(b"{" + secrets.token_bytes(31)).decode().rstrip("=")
     for sid in [brace, brace + ".signature"] + [secrets.token_urlsafe(32) for _ in range(2000)]:
         assert not signed_data(sid), sid
+    # and no memcached key is named after a compressed one (it starts with the signature's dot)
+    assert session_key({"session": compressed}, ["session:abc"]) is None
+    assert session_key({"session": "abc.signature"}, ["prefix:session:abc"]) == "prefix:session:abc"
 
 
 def test_a_slow_migration_is_not_hung(runs):
