@@ -1,5 +1,8 @@
 """final/'s fast path (task_list/fastpath.py): the warm front page answered before Flask, exactly as
 Flask answers it, with every guarantee of the page kept."""
+import socket
+import time
+
 import pytest
 import requests
 
@@ -59,3 +62,23 @@ def test_after_a_write_the_fast_path_misses_once_and_flask_rebuilds(cached_app):
     with cached_app.counters() as warm:
         requests.get(cached_app.url + "/", timeout=10)
     assert (warm["get_hits"], warm["get_misses"], warm["cmd_set"]) == (1, 0, 0)
+
+
+def test_a_page_past_its_signed_expiry_is_rebuilt_though_memcached_keeps_its_bytes():
+    """The fast path serves the same bytes again without opening them, but never past the expiry
+    signed into them: memcached's `touch` (anyone with the cache's password can send it) keeps
+    the bytes, CAS and all, beyond it."""
+    with run_app(FINAL, database="sqlite", cache="plain", env={"CACHE_DEFAULT_TIMEOUT": "2"}) as app:
+        app.visitor().add_task(unique("touched"), follow=False)
+        requests.get(app.url + "/", timeout=10)
+        with app.counters() as warm:
+            requests.get(app.url + "/", timeout=10)
+        assert (warm["get_hits"], warm["cmd_set"]) == (1, 0)  # answered from the same bytes
+        key, = [k for k in app.memcached.keys() if k.endswith("view/front")]
+        with socket.create_connection(("127.0.0.1", app.memcached.port), timeout=5) as sock:
+            sock.sendall(f"touch {key} 600\r\n".encode())
+            assert sock.recv(100) == b"TOUCHED\r\n"
+        time.sleep(2.5)
+        with app.counters() as past:
+            page = requests.get(app.url + "/", timeout=10)
+        assert page.status_code == 200 and past["cas_hits"] + past["cmd_set"] >= 1  # rebuilt, stored

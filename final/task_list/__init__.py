@@ -37,8 +37,8 @@ def create_app(test_config=None):
         logging.getLogger("task_list.builds").setLevel(logging.DEBUG)
     db.init_app(app, MIGRATIONS)
     init_store_and_sessions(app)
-    # Inbound first: the fast path sees the path it rewrote.
-    app.wsgi_app = Inbound(FrontPage(app, app.wsgi_app), app.config["MAX_CONTENT_LENGTH"])
+    # The fast path first: it answers only what Inbound would pass on unchanged.
+    app.wsgi_app = FrontPage(app, Inbound(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"]))
     cache.init_app(app)
     csrf.init_app(app)
 

@@ -177,14 +177,26 @@ class KeyReader:
         self.local = threading.local()
         self.last = (None, None)  # (raw, item): shared by the threads, replaced whole
 
-    def get(self):
-        """The data under the key, None when absent or refused; reads.ReadError when memcached
+    def answer(self):
+        """This thread's get of the key as received, unparsed: bytes that item() can take, or
+        None when there is no such shortcut (item() then reads). reads.ReadError when memcached
         could not be read."""
+        conn = getattr(self.local, "conn", None)
+        if self.too_long or conn is None or conn.sock is None or conn.pos < len(conn.pending):
+            return None
+        try:
+            return conn.fetch(self.request)
+        except reads.Closed:  # memcached restarted, or dropped an idle connection: item()
+            return None  # reads once more, on a new one
+
+    def item(self, answer=None):
+        """(key, expiry, data) under the key, None when absent or refused; reads.ReadError when
+        memcached could not be read. ANSWER: what answer() received, to be parsed, not read."""
         if self.too_long:
             return None
         conn = getattr(self.local, "conn", None) or self.new_connection()
         try:
-            found = conn.get(self.raw_key, self.request)
+            found = conn.get(self.raw_key, self.request) if answer is None else conn.parse(answer)
         except reads.Closed:  # memcached restarted, or dropped an idle connection: once more
             found = self.new_connection().get(self.raw_key, self.request)
         if found is None:
@@ -193,7 +205,7 @@ class KeyReader:
         if reason:
             log.warning(reason)
             return None
-        return item[2]
+        return item
 
     def new_connection(self):
         self.local.conn = self.connect()

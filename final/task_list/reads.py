@@ -47,6 +47,11 @@ def request(opcode, key, extras=b"", value=b""):
     return HEADER.pack(REQUEST, opcode, len(key), len(extras), 0, 0, len(body), 0, 0) + body
 
 
+def whole(data):
+    """True when DATA, what one read received, is exactly one response: its header and body."""
+    return len(data) >= 24 and len(data) == 24 + int.from_bytes(data[8:12], "big")
+
+
 class Connection:
     """One socket to one server, opened (and logged in) on first use, closed on any error."""
 
@@ -94,14 +99,22 @@ class Connection:
         message = message or request(GET, key)
         if not self.sock or self.pos < len(self.pending):
             return self.answer(self.exchange([message], GET)[0])
+        return self.parse(self.fetch(message))
+
+    def fetch(self, message):
+        """Send MESSAGE, one get, on the open connection, with nothing pending; return what one
+        read receives, the whole answer as a rule (parse() takes care of the rest)."""
         try:
             sent = LIBC.send(self.fd, message, len(message), SEND_FLAGS)
             if sent != len(message):
                 self.sock.sendall(message[max(sent, 0):])
-            data = self.sock.recv(CHUNK)
+            return self.sock.recv(CHUNK)
         except OSError as exc:
             self.close()
             raise lost(exc) from None
+
+    def parse(self, data):
+        """What get() returns for DATA, the bytes fetch() received."""
         # The usual answer, whole in one read: a value of ours, or not found.
         if len(data) >= 24:
             magic, _, keylen, extlen, _, status, size, _, cas = HEADER.unpack_from(data)

@@ -102,6 +102,41 @@ class Waiting(typing.NamedTuple):
     generation: int
 
 
+class Reader:
+    """Reads of one key with the least work per call (cachedata.KeyReader). Like every call of
+    the store, a failure is counted and reads as None instead of raising."""
+
+    FAILED = object()  # from answer(): memcached could not be read, and that is counted
+
+    def __init__(self, store, keys):
+        self.store, self.keys = store, keys
+
+    def __call__(self):
+        item = self.item()
+        return None if item is None else item[2]
+
+    def answer(self):
+        """This thread's get as received (cachedata.KeyReader.answer), None, or FAILED."""
+        try:
+            return self.keys.answer()
+        except reads.ReadError as exc:
+            self.store._failed(exc)
+            return self.FAILED
+
+    def item(self, answer=None):
+        """(key, expiry, data), or None; ANSWER: what answer() received."""
+        try:
+            item = self.keys.item(answer)
+        except reads.ReadError as exc:
+            self.store._failed(exc)
+            return None
+        # A read that worked ends a run of failures. Without this, after memcached restarted,
+        # each thread's first read (its connection was closed) made down() true for a second.
+        if self.store.failures:
+            self.store.failures = 0
+        return item
+
+
 class Memcache:
     FAILING = 3  # failed calls in a row after which memcached counts as down, for a second
     RETRY_EVERY = 0.2  # seconds between rounds of retried invalidations
@@ -150,23 +185,8 @@ class Memcache:
         log.warning("memcached call failed: %s", exc)
 
     def reader(self, key):
-        """A function that reads KEY with the least work per call (cachedata.KeyReader), and,
-        like every call here, counts a failure and answers None instead of raising."""
-        read = cachedata.KeyReader(self.new_client(), key).get
-
-        def get():
-            try:
-                value = read()
-            except reads.ReadError as exc:
-                self._failed(exc)
-                return None
-            # A read that worked ends a run of failures. Without this, after memcached restarted,
-            # each thread's first read (its connection was closed) made down() true for a second.
-            if self.failures:
-                self.failures = 0
-            return value
-
-        return get
+        """KEY's Reader: cachedata.KeyReader's reads, counted as every call here is."""
+        return Reader(self, cachedata.KeyReader(self.new_client(), key))
 
     def get(self, key):
         return self._call("get", None, key)
