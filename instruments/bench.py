@@ -263,7 +263,8 @@ def run(options, workdir):
                         rounds.append(one_round(app, references, servers, cookie, wrk,
                                                 options.duration,
                                                 lambda label: progress(size, f"round {n + 1}/"
-                                                                       f"{options.rounds}: {label}")))
+                                                                       f"{options.rounds}: {label}"),
+                                                first=n % 2 == 0))
                 progress(size, f"first read after a write, {options.writes} times")
                 first = first_reads_after_writes(servers["full caching"].url, options.writes)
             finally:
@@ -306,10 +307,12 @@ def tutorial_rows(size, options, wrk, workdir, progress):
             for label in (TUTORIAL_CEILING, TUTORIAL)]
 
 
-def one_round(app, references, servers, cookie, wrk, duration, progress):
-    """The references (the ceiling, the limit, the bare pair), each configuration (full caching
-    for both visitors), then full caching with memcached stopped: right after caching off, the
-    figure it is compared with."""
+def one_round(app, references, servers, cookie, wrk, duration, progress, first=True):
+    """The references (the ceiling, the limit, the bare static), each configuration, then full
+    caching with memcached stopped: right after caching off, the figure it is compared with.
+    Full caching (both visitors) and the bare get it is held to are measured back to back, the
+    bare get FIRST or last, in turn: measured apart, the configurations between them (caching off
+    keeps MariaDB busy on the CPU memcached shares) weighed on one side only."""
     row = {}
 
     def take(label, server, headers=()):
@@ -318,12 +321,17 @@ def one_round(app, references, servers, cookie, wrk, duration, progress):
         say(f"      {row[label]['rps']:,.0f} requests/s, {row[label]['cpu_us']:.0f} us CPU each")
 
     for label, server in references.items():
-        take(label, server)
+        if label != BARE_GET:
+            take(label, server)
     for label, _ in CONFIGS:
         app.memcached.flush()
-        take(label, servers[label])
-        if label == "full caching":
-            take(RETURNING, servers[label], [cookie])
+        if label != "full caching":
+            take(label, servers[label])
+            continue
+        bare = [(BARE_GET, references[BARE_GET], ())]
+        warm = [(label, servers[label], ()), (RETURNING, servers[label], (cookie,))]
+        for run in bare + warm if first else warm + bare:
+            take(*run)
     app.memcached.stop()
     try:
         take(STOPPED, servers["full caching"])
