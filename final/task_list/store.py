@@ -111,10 +111,6 @@ class Reader:
     def __init__(self, store, keys):
         self.store, self.keys = store, keys
 
-    def __call__(self):
-        item = self.item()
-        return None if item is None else item[2]
-
     def answer(self):
         """This thread's get as received (cachedata.KeyReader.answer), None, or FAILED."""
         try:
