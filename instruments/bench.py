@@ -308,11 +308,9 @@ def tutorial_rows(size, options, wrk, workdir, progress):
 
 
 def one_round(app, references, servers, cookie, wrk, duration, progress, first=True):
-    """The references (the ceiling, the limit, the bare static), each configuration, then full
-    caching with memcached stopped: right after caching off, the figure it is compared with.
-    Full caching (both visitors) and the bare get it is held to are measured back to back, the
-    bare get FIRST or last, in turn: measured apart, the configurations between them (caching off
-    keeps MariaDB busy on the CPU memcached shares) weighed on one side only."""
+    """The references, each configuration, then full caching with memcached stopped. Full caching
+    (both visitors) and the bare get go back to back, the bare get FIRST or last: apart, what ran
+    between them (caching off keeps MariaDB busy on memcached's CPU) weighed on one side only."""
     row = {}
 
     def take(label, server, headers=()):
@@ -325,12 +323,10 @@ def one_round(app, references, servers, cookie, wrk, duration, progress, first=T
             take(label, server)
     for label, _ in CONFIGS:
         app.memcached.flush()
-        if label != "full caching":
-            take(label, servers[label])
-            continue
-        bare = [(BARE_GET, references[BARE_GET], ())]
-        warm = [(label, servers[label], ()), (RETURNING, servers[label], (cookie,))]
-        for run in bare + warm if first else warm + bare:
+        runs = [(label, servers[label], ())]
+        if label == "full caching":  # both visitors, and the bare get first or last
+            runs += [(RETURNING, servers[label], (cookie,)), (BARE_GET, references[BARE_GET], ())]
+        for run in runs[::-1] if first else runs:
             take(*run)
     app.memcached.stop()
     try:
