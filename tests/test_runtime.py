@@ -257,8 +257,6 @@ def test_an_apps_memcached_taken_port_moves_it_to_another(monkeypatch):
     """A port found free can be taken before memcached binds it; memcached then exits, and the
     app would talk to whatever holds the port (another app's memcached, which goes when that app
     stops: ServerDown in the middle of a check)."""
-    from runtime import services
-
     with services.socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

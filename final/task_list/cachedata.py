@@ -182,7 +182,7 @@ class KeyReader:
         None when there is no such shortcut (item() then reads). reads.ReadError when memcached
         could not be read."""
         conn = getattr(self.local, "conn", None)
-        if self.too_long or conn is None or conn.sock is None or conn.pos < len(conn.pending):
+        if self.too_long or conn is None or not conn.idle():
             return None
         try:
             return conn.fetch(self.request)

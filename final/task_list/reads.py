@@ -97,12 +97,16 @@ class Connection:
         """(flags, value, cas) of KEY, None when absent; value is None when it was skipped.
         MESSAGE, when given, is request(GET, KEY), made once by a caller that reads one key."""
         message = message or request(GET, key)
-        if not self.sock or self.pos < len(self.pending):
+        if not self.idle():
             return self.answer(self.exchange([message], GET)[0])
         return self.parse(self.fetch(message))
 
+    def idle(self):
+        """Open, with nothing received and not parsed: a get is one send and one read."""
+        return self.sock is not None and self.pos >= len(self.pending)
+
     def fetch(self, message):
-        """Send MESSAGE, one get, on the open connection, with nothing pending; return what one
+        """Send MESSAGE, one get, on the idle() connection; return what one
         read receives, the whole answer as a rule (parse() takes care of the rest)."""
         try:
             sent = LIBC.send(self.fd, message, len(message), SEND_FLAGS)
