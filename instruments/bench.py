@@ -10,7 +10,7 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
 - the limit: a Flask app with final/'s extensions that answers with one pooled pylibmc get of
   final/'s own page from the same memcached, the least a cached page can cost on Flask;
 - their bare WSGI twins, with no framework: static bytes, and one pooled get of the same page
-  (the reference final/'s warm page is held to);
+  (the reference final/'s warm page is held to), the get also sent the returning visitor's cookie;
 - final/ with caching off, with the query cache only, and with every layer (the default), the
   last for a first-time visitor (no cookies) and for a returning one (the cookies a browser holds
   after adding a task through the form, sent with every request);
@@ -21,19 +21,21 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
 
 Every measurement also takes the gunicorn worker's CPU time per request (from /proc), steadier
 than throughput on a shared machine. With two CPUs or more, the measured worker runs on a CPU of
-its own and everything else on the rest (see pin()). Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
+its own and everything else on the rest (instruments/load.py). What is compared is measured in
+turns of one second, the order reversed every turn (load.measure_turns): each visitor of full
+caching with its bare get, memcached stopped with caching off, the tutorial with its ceiling.
+Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
 same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
 `--only warm` measures just final/'s warm page (both visitors) against the bare get, in paired
 rounds, and prints each round's ratios and their medians (a minute or two, not the full bench's
-twenty): the loop to run while making the warm page faster. It is a command, not a test: tests/test_bench.py runs a small version and checks only its output.
+twenty): the loop to run while making the warm page faster. It is a command, not a test:
+tests/test_bench.py runs a small version and checks only its output.
 """
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,10 +46,11 @@ from pathlib import Path
 
 from instruments.benchapps import (BARE_GET_APP, BARE_STATIC_APP, CEILING_APP, LIMIT_APP,
                                    flask_dir, memcached_env)
-from instruments.benchreport import (BARE_GET, BARE_STATIC, CEILING, LIMIT, RETURNING, SHOWN,
-                                     STOPPED, TUTORIAL, TUTORIAL_CEILING, median_of, plot, table,
-                                     targets)
-from runtime import ROOT, harness, processes
+from instruments.benchreport import (BARE_GET, BARE_GET_COOKIE, BARE_STATIC, CEILING, LIMIT,
+                                     RETURNING, SHOWN, STOPPED, TUTORIAL, TUTORIAL_CEILING,
+                                     WARM_PAIRS, median_of, plot, table, targets)
+from instruments.load import LOAD_CPUS, WORKER_CPUS, BenchError, Wrk, measure_turns, pin
+from runtime import ROOT, harness
 from runtime.services import ServiceError
 
 FINAL = ROOT / "final"
@@ -58,86 +61,16 @@ CONFIGS = [  # (label, CACHE_LAYERS); None keeps final/'s default, every layer o
     ("query cache only", "query"),
     ("caching off", ""),
 ]
-# wrk calls done() once at the end; this prints one JSON line that bench reads back.
-WRK_REPORT = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests": %d, "seconds": %.6f, "p50_us": %d, "p99_us": %d, ' ..
-    '"non2xx": %d, "socket_errors": %d}\\n', summary.requests, summary.duration / 1e6,
-    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
 VERBS = ["water", "paint", "fix", "call", "clean", "buy", "sort", "plan", "read", "wash"]
 NOUNS = ["the plants", "the fence", "the bike", "grandma", "the garage", "more milk",
          "the receipts", "the trip", "chapter four", "the car"]
-
-
-class BenchError(Exception):
-    """Something the benchmark needs is missing; the message says what to do."""
 
 
 def say(text):
     print(text, file=sys.stderr, flush=True)
 
 
-# Where things run, on a machine of two CPUs or more: the worker measured on a CPU of its own, and
-# everything else the bench starts (wrk, memcached, the other apps) on the rest. Unpinned, the 15
-# threads' GIL hand-offs across CPUs cost each request over twice the CPU time, and varied most.
-CPUS = sorted(os.sched_getaffinity(0))
-WORKER_CPUS = set(CPUS[-1:]) if len(CPUS) > 1 else None
-LOAD_CPUS = set(CPUS[:-1]) if len(CPUS) > 1 else None
-
-
-def pin(pid, cpus):
-    """Keep every thread of PID (0: this process) on CPUS (None: leave it be)."""
-    if cpus is None:
-        return
-    for tid in os.listdir(f"/proc/{pid}/task") if pid else [0]:
-        with contextlib.suppress(OSError):  # a thread that just ended
-            os.sched_setaffinity(int(tid), cpus)
-
-
-# --- measuring ---------------------------------------------------------------------------------
-
-class Wrk:
-    def __init__(self, threads, connections, workdir, warmup):
-        self.path = shutil.which("wrk")
-        if not self.path:
-            raise BenchError("wrk is not installed: run `make setup` (Debian package wrk)")
-        self.threads, self.connections, self.warmup = threads, connections, warmup
-        self.script = Path(workdir) / "report.lua"
-        self.script.write_text(WRK_REPORT)
-
-    def run(self, url, seconds, headers=()):
-        cmd = [self.path, f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds}s",
-               "-s", str(self.script), *[arg for h in headers for arg in ("-H", h)], url]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        if result.returncode != 0 or not lines:
-            raise BenchError(f"wrk failed on {url}: {(result.stderr or result.stdout).strip()[-200:]}")
-        raw = json.loads(lines[-1])
-        return {
-            "rps": raw["requests"] / raw["seconds"],
-            "p50_ms": raw["p50_us"] / 1000,
-            "p99_ms": raw["p99_us"] / 1000,
-            "requests": raw["requests"],
-            "errors": raw["non2xx"] + raw["socket_errors"],
-        }
-
-
-def measure(wrk, server, duration, headers=()):
-    """Warm up, then measure SERVER (a harness Server) for DURATION seconds, with its worker's CPU
-    time per request. Two seconds of warm-up by default: after memcached restarts, each pooled
-    client fails once and is replaced a second later."""
-    (worker,) = processes.children(server.proc.pid)  # gunicorn's one worker
-    pin(worker, WORKER_CPUS)
-    wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
-    pin(worker, WORKER_CPUS)  # its threads started meanwhile too
-    started = processes.cpu_seconds(worker)
-    result = wrk.run(server.url + "/", duration, headers)
-    result["cpu_us"] = (processes.cpu_seconds(worker) - started) / max(1, result["requests"]) * 1e6
-    return result
-
+# --- measuring (wrk, and the worker's CPU time: instruments/load.py) ----------------------------
 
 def timed_get(conn, path="/"):
     """One GET without cookies, as a new visitor would send it; its time in milliseconds."""
@@ -229,8 +162,8 @@ def run(options, workdir):
     wrk = Wrk(options.threads, options.connections, workdir, options.warmup)
     results, first_reads = [], []
     tutorial_size = min(TUTORIAL_SIZE, options.sizes[0])
-    per_round = len(CONFIGS) + 6
-    steps = len(options.sizes) * (2 + options.rounds * per_round) + 1 + 2 * options.rounds
+    per_round = len(CONFIGS) + 3
+    steps = len(options.sizes) * (2 + options.rounds * per_round) + 1 + options.rounds
     step = 0
 
     def progress(size, label):
@@ -296,41 +229,42 @@ def tutorial_rows(size, options, wrk, workdir, progress):
         ceiling_dir = flask_dir(workdir, "ceiling-steps09", CEILING_APP, page)
         with harness.run_app(ceiling_dir, cache=None) as ceiling:
             for n in range(options.rounds):
-                row = {}
-                for label, server in ((TUTORIAL_CEILING, ceiling.servers[0]),
-                                      (TUTORIAL, app.servers[0])):
-                    progress(size, f"steps/09 round {n + 1}/{options.rounds}: {label}")
-                    row[label] = measure(wrk, server, options.duration)
-                    say(f"      {row[label]['rps']:,.0f} requests/s")
-                rounds.append(row)
+                progress(size, f"steps/09 round {n + 1}/{options.rounds}: in turns with its ceiling")
+                runs = [(TUTORIAL_CEILING, ceiling.servers[0], ()), (TUTORIAL, app.servers[0], ())]
+                rounds.append(measure_turns(wrk, runs if n % 2 else runs[::-1], options.duration))
+                say(f"      {rounds[-1][TUTORIAL]['rps']:,.0f} requests/s")
     return [row_of(size, label, len(page), rounds, TUTORIAL_CEILING)
             for label in (TUTORIAL_CEILING, TUTORIAL)]
 
 
 def one_round(app, references, servers, cookie, wrk, duration, progress, first=True):
-    """The references, each configuration, then full caching with memcached stopped. Full caching
-    (both visitors) and the bare get go back to back, the bare get FIRST or last: apart, what ran
-    between them (caching off keeps MariaDB busy on memcached's CPU) weighed on one side only."""
+    """The references, then each configuration, each visitor of full caching in turns with its
+    bare get (WARM_PAIRS), and caching off in turns with full caching while memcached is stopped
+    (caching off never calls it). Apart, what ran between the two of a pair (caching off keeps
+    MariaDB busy on memcached's CPU) weighed on one side only."""
     row = {}
 
-    def take(label, server, headers=()):
-        progress(label)
-        row[label] = measure(wrk, server, duration, headers)
-        say(f"      {row[label]['rps']:,.0f} requests/s, {row[label]['cpu_us']:.0f} us CPU each")
+    def take(what, runs):
+        progress(what)
+        row.update(measure_turns(wrk, runs if first else runs[::-1], duration))
+        for label, _, _ in runs:
+            say(f"      {label}: {row[label]['rps']:,.0f} requests/s, "
+                f"{row[label]['cpu_us']:.0f} us CPU each")
 
     for label, server in references.items():
         if label != BARE_GET:
-            take(label, server)
-    for label, _ in CONFIGS:
-        app.memcached.flush()
-        runs = [(label, servers[label], ())]
-        if label == "full caching":  # both visitors, and the bare get first or last
-            runs += [(RETURNING, servers[label], (cookie,)), (BARE_GET, references[BARE_GET], ())]
-        for run in runs[::-1] if first else runs:
-            take(*run)
+            take(label, [(label, server, ())])
+    app.memcached.flush()
+    take("query cache only", [("query cache only", servers["query cache only"], ())])
+    app.memcached.flush()
+    full = servers["full caching"]
+    take("full caching, in turns with the bare get", [
+        (BARE_GET, references[BARE_GET], ()), ("full caching", full, ()),
+        (RETURNING, full, (cookie,)), (BARE_GET_COOKIE, references[BARE_GET], (cookie,))])
     app.memcached.stop()
     try:
-        take(STOPPED, servers["full caching"])
+        take(f"caching off, in turns with {STOPPED}",
+             [("caching off", servers["caching off"], ()), (STOPPED, full, ())])
     finally:
         app.memcached.start()
     for label in ("full caching", "query cache only"):
@@ -352,13 +286,9 @@ def until_cached(app, url, timeout=30.0):
     raise BenchError(f"{url} did not use memcached again within {timeout:.0f}s of its restart")
 
 
-BARE_GET_COOKIE = BARE_GET + ", with the cookie"
-WARM_PAIRS = [("full caching", BARE_GET), (RETURNING, BARE_GET_COOKIE)]  # (measured, its reference)
-
-
 def warm_only(options, workdir):
-    """final/'s warm page, for both visitors, paired with the bare get in each round; the order
-    within a round alternates, so a load that grows over a round hits both sides alike."""
+    """final/'s warm page, for both visitors, each in turns with its bare get (WARM_PAIRS), the
+    order reversed every turn and every round."""
     wrk = Wrk(options.threads, options.connections, workdir, options.warmup)
     with harness.run_app(FINAL, database="mariadb", cache="sasl") as app:
         for size in options.sizes:
@@ -369,10 +299,10 @@ def warm_only(options, workdir):
                 get_dir = flask_dir(workdir, f"bare-get-{size}", BARE_GET_APP, page_bytes(final.url))
                 with harness.run_app(get_dir, cache=None, env=memcached_env(app.memcached)) as bare:
                     # The bare get is also sent the returning visitor's cookie: gunicorn parses it.
-                    runs = [("full caching", final, ()), (RETURNING, final, (cookie,)),
-                            (BARE_GET, bare.servers[0], ()),
-                            (BARE_GET_COOKIE, bare.servers[0], (cookie,))]
-                    rounds = [warm_round(wrk, runs if n % 2 else runs[::-1], options.duration)
+                    runs = [(BARE_GET, bare.servers[0], ()), ("full caching", final, ()),
+                            (RETURNING, final, (cookie,)),
+                            (BARE_GET_COOKIE, bare.servers[0], (cookie,))]  # pairs side by side
+                    rounds = [measure_turns(wrk, runs if n % 2 else runs[::-1], options.duration)
                               for n in range(options.rounds)]
             finally:
                 final.stop()
@@ -384,13 +314,6 @@ def warm_only(options, workdir):
                 f" CPU of {ref}" for label, ref in WARM_PAIRS))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cpus")
     return 0
-
-
-def warm_round(wrk, runs, duration):
-    row = {}
-    for label, server, headers in runs:
-        row[label] = measure(wrk, server, duration, headers)
-    return row
 
 
 def warm_ratios(row):
@@ -458,7 +381,7 @@ def main(argv):
         say(f"the measured worker runs on CPU {min(WORKER_CPUS)}, everything else on "
             f"{', '.join(map(str, sorted(LOAD_CPUS)))}")
     started = time.monotonic()
-    pin(0, LOAD_CPUS)  # what this starts from now on runs there too, until measure() moves it
+    pin(0, LOAD_CPUS)  # what this starts from now on runs there too, until load moves a measured worker
     try:
         options.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:

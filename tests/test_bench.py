@@ -9,7 +9,8 @@ from conftest import ROOT
 
 SIZES = (20,)  # one size: the table's shape, not how it scales
 CONFIGS = ("ceiling", "limit: one pooled get", "bare WSGI: static bytes",
-           "bare WSGI: one pooled get", "caching off", "query cache only", "full caching",
+           "bare WSGI: one pooled get", "bare WSGI: one pooled get, with the cookie",
+           "caching off", "query cache only", "full caching",
            "full caching, returning", "memcached stopped")
 TUTORIAL = ("ceiling, its page", "steps/09 (tutorial)")  # at the smallest size only
 
@@ -25,7 +26,7 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
                    "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
-    assert "[1/14] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
+    assert "[1/10] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
     assert "the measured worker runs on CPU " in result.stderr or len(os.sched_getaffinity(0)) == 1
     report = json.loads((tmp_path / "bench.json").read_text())
     measured = {(r["size"], r["config"]) for r in report["results"]}
@@ -63,7 +64,7 @@ def test_bench_only_warm_prints_each_rounds_ratios_and_their_median():
 
 def test_pin_moves_every_thread_of_a_process():
     """The bench keeps the measured worker on a CPU of its own: all 15 threads, not just one."""
-    from instruments.bench import pin
+    from instruments.load import pin
 
     cpus = sorted(os.sched_getaffinity(0))
     proc = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE, text=True)
