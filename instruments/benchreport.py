@@ -93,12 +93,13 @@ def targets(results, first_reads, sizes):
 
 
 def table(results, first_reads, checks):
-    lines = [f"{'tasks':>8}  {'configuration':26} {'page KB':>7} {'req/s':>8} {'p50 ms':>8} "
+    width = max(len(r["config"]) for r in results)
+    lines = [f"{'tasks':>8}  {'configuration':{width}} {'page KB':>7} {'req/s':>8} {'p50 ms':>8} "
              f"{'p99 ms':>8} {'CPU us':>7} {'x ceiling':>9} {'errors':>6}   (median of "
              f"{results[0]['rounds']} round{'s' if results[0]['rounds'] > 1 else ''}; CPU: the "
              f"worker's per request; x ceiling: the ceiling above it)"]
     for r in results:
-        lines.append(f"{r['size']:>8,}  {r['config']:26} {r['page_bytes'] / 1024:>7.1f} "
+        lines.append(f"{r['size']:>8,}  {r['config']:{width}} {r['page_bytes'] / 1024:>7.1f} "
                      f"{r['rps']:>8,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_us']:>7.0f} "
                      f"{r['ratio']:>9.2f} {r['errors']:>6}")
     lines += ["", f"{'tasks':>8}  first read after a write (full caching), p50 over repeats"]
