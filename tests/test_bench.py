@@ -1,9 +1,11 @@
 """`make bench` in miniature: the table, the JSON and the plot come out. Nothing about speed."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from conftest import ROOT
 
@@ -62,6 +64,45 @@ def test_bench_only_warm_prints_each_rounds_ratios_and_their_median():
     assert lines[3].startswith("load average ")
 
 
+def test_measure_turns_takes_each_run_one_second_at_a_time_reversed_every_turn():
+    """What is compared is measured in turns, so a swing of the machine's speed hits both sides.
+    wrk only records here what it is asked (the real one runs in the tests above); the worker is a
+    real process, as measure_turns reads its CPU time."""
+    from instruments import load
+
+    class Recording(load.Wrk):
+        def __init__(self):
+            self.warmup, self.calls = 1, []
+
+        def run(self, url, seconds, headers=()):
+            self.calls.append((url, seconds, headers))
+            n = len(self.calls)
+            return {"rps": 100.0 * n, "p50_ms": n, "p99_ms": 2 * n, "requests": 100 * n,
+                    "seconds": 1.0, "errors": n % 2}
+
+    parent = subprocess.Popen([sys.executable, "-c", ONE_CHILD], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        parent.stdout.readline()
+        a = SimpleNamespace(proc=parent, url="http://a")
+        b = SimpleNamespace(proc=parent, url="http://b")
+        wrk = Recording()
+        totals = load.measure_turns(wrk, [("A", a, ()), ("B", b, ("Cookie: c=1",))], 3)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # and its child
+        parent.wait()
+    assert wrk.calls[:2] == [("http://a/", 1, ()), ("http://b/", 1, ("Cookie: c=1",))]  # warm-ups
+    turns = wrk.calls[2:]
+    assert [url for url, _, _ in turns] == ["http://a/", "http://b/", "http://b/", "http://a/",
+                                            "http://a/", "http://b/"]
+    assert {seconds for _, seconds, _ in turns} == {load.TURN}
+    # A's turns were calls 3, 6 and 7; B's 4, 5 and 8 (each answered 100 x its number requests).
+    assert totals["A"]["requests"] == 1600 and totals["A"]["rps"] == 1600 / 3
+    assert totals["B"]["requests"] == 1700 and totals["B"]["errors"] == 1
+    assert totals["A"]["p50_ms"] == 6 and totals["B"]["p99_ms"] == 10
+    assert all(t["cpu_us"] >= 0 for t in totals.values())
+
+
 def test_pin_moves_every_thread_of_a_process():
     """The bench keeps the measured worker on a CPU of its own: all 15 threads, not just one."""
     from instruments.load import pin
@@ -80,6 +121,12 @@ def test_pin_moves_every_thread_of_a_process():
         proc.wait()
 
 
+ONE_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print("ready", flush=True)
+time.sleep(60)
+"""
 THREADED = """
 import threading, time
 for _ in range(3):
