@@ -197,7 +197,7 @@ def run(options, workdir):
                                                 options.duration,
                                                 lambda label: progress(size, f"round {n + 1}/"
                                                                        f"{options.rounds}: {label}"),
-                                                first=n % 2 == 0))
+                                                start=n))
                 progress(size, f"first read after a write, {options.writes} times")
                 first = first_reads_after_writes(servers["full caching"].url, options.writes)
             finally:
@@ -231,22 +231,22 @@ def tutorial_rows(size, options, wrk, workdir, progress):
             for n in range(options.rounds):
                 progress(size, f"steps/09 round {n + 1}/{options.rounds}: in turns with its ceiling")
                 runs = [(TUTORIAL_CEILING, ceiling.servers[0], ()), (TUTORIAL, app.servers[0], ())]
-                rounds.append(measure_turns(wrk, runs if n % 2 else runs[::-1], options.duration))
+                rounds.append(measure_turns(wrk, runs, options.duration, start=n + 1))
                 say(f"      {rounds[-1][TUTORIAL]['rps']:,.0f} requests/s")
     return [row_of(size, label, len(page), rounds, TUTORIAL_CEILING)
             for label in (TUTORIAL_CEILING, TUTORIAL)]
 
 
-def one_round(app, references, servers, cookie, wrk, duration, progress, first=True):
+def one_round(app, references, servers, cookie, wrk, duration, progress, start=0):
     """The references, then each configuration, each visitor of full caching in turns with its
     bare get (WARM_PAIRS), and caching off in turns with full caching while memcached is stopped
     (caching off never calls it). Apart, what ran between the two of a pair (caching off keeps
-    MariaDB busy on memcached's CPU) weighed on one side only."""
+    MariaDB busy on memcached's CPU) weighed on one side only. START: the round's number."""
     row = {}
 
     def take(what, runs):
         progress(what)
-        row.update(measure_turns(wrk, runs if first else runs[::-1], duration))
+        row.update(measure_turns(wrk, runs, duration, start=start))
         for label, _, _ in runs:
             say(f"      {label}: {row[label]['rps']:,.0f} requests/s, "
                 f"{row[label]['cpu_us']:.0f} us CPU each")
@@ -302,7 +302,7 @@ def warm_only(options, workdir):
                     runs = [(BARE_GET, bare.servers[0], ()), ("full caching", final, ()),
                             (RETURNING, final, (cookie,)),
                             (BARE_GET_COOKIE, bare.servers[0], (cookie,))]  # pairs side by side
-                    rounds = [measure_turns(wrk, runs if n % 2 else runs[::-1], options.duration)
+                    rounds = [measure_turns(wrk, runs, options.duration, start=n + 1)
                               for n in range(options.rounds)]
             finally:
                 final.stop()
@@ -381,7 +381,7 @@ def main(argv):
         say(f"the measured worker runs on CPU {min(WORKER_CPUS)}, everything else on "
             f"{', '.join(map(str, sorted(LOAD_CPUS)))}")
     started = time.monotonic()
-    pin(0, LOAD_CPUS)  # what this starts from now on runs there too, until load moves a measured worker
+    pin(0, LOAD_CPUS)  # what this starts runs there too, until load.py moves a measured worker
     try:
         options.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:

@@ -70,15 +70,16 @@ class Wrk:
         }
 
 
-def measure_turns(wrk, runs, duration):
+def measure_turns(wrk, runs, duration, start=0):
     """RUNS, each (label, server, headers), measured for DURATION seconds each in turns of TURN
     seconds after a warm-up each, the order reversed every turn: a swing of the machine's speed,
-    which lasts seconds, hits each run alike. For each label, over all its turns: req/s, the
-    worker's CPU time per request, requests, errors, and the medians of the turns' p50 and p99."""
+    which lasts seconds, hits each run alike. START, a round's number: an odd one begins reversed.
+    For each label, over all its turns: req/s, the worker's CPU time per request, requests,
+    errors, and the medians of the turns' p50 and p99."""
     for _, server, headers in runs:
         warm_up(wrk, server, duration, headers)
     turns = {label: [] for label, _, _ in runs}
-    for n in range(max(1, duration // TURN)):
+    for n in range(start, start + max(1, duration // TURN)):
         for label, server, headers in runs if n % 2 == 0 else runs[::-1]:
             turns[label].append(measured(wrk, server, TURN, headers))
     totals = {}
