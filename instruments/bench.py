@@ -21,9 +21,12 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
 
 Every measurement also takes the gunicorn worker's CPU time per request (from /proc), steadier
 than throughput on a shared machine. With two CPUs or more, the measured worker runs on a CPU of
-its own and everything else on the rest (instruments/load.py). What is compared is measured in
-turns of one second, the order reversed every turn (load.measure_turns): each visitor of full
-caching with its bare get, memcached stopped with caching off, the tutorial with its ceiling.
+its own and everything else on the rest, MariaDB too while the bench runs (instruments/load.py).
+What is compared is measured in turns of one second, the order reversed every turn
+(load.measure_turns): each visitor of full caching with its bare get, memcached stopped with
+caching off, the tutorial with its ceiling. Each visitor and its bare get are then also measured
+at the same moment, their workers sharing the one CPU (load.measure_together): the warm page's
+req/s is judged turn by turn, its CPU time on those two-at-once rounds.
 Each size is a list of that many tasks, inserted with SQL. The output is a table on stdout, the
 same figures with the targets in build/bench/bench.json, and a plot in build/bench/bench.png.
 `--only warm` measures just final/'s warm page (both visitors) against the bare get, in paired
@@ -48,9 +51,10 @@ from instruments.benchapps import (BARE_GET_APP, BARE_STATIC_APP, CEILING_APP, L
                                    flask_dir, memcached_env)
 from instruments.benchreport import (BARE_GET, BARE_GET_COOKIE, BARE_STATIC, CEILING, LIMIT,
                                      RETURNING, SHOWN, STOPPED, TUTORIAL, TUTORIAL_CEILING,
-                                     WARM_PAIRS, median_of, plot, table, targets)
-from instruments.load import LOAD_CPUS, WORKER_CPUS, BenchError, Wrk, measure_turns, pin
-from runtime import ROOT, harness
+                                     WARM_PAIRS, median_of, plot, table, targets, warm_figures)
+from instruments.load import (LOAD_CPUS, WORKER_CPUS, BenchError, Wrk, kept_off,
+                              measure_together, measure_turns, pin)
+from runtime import ROOT, harness, services
 from runtime.services import ServiceError
 
 FINAL = ROOT / "final"
@@ -244,12 +248,14 @@ def one_round(app, references, servers, cookie, wrk, duration, progress, start=0
     MariaDB busy on memcached's CPU) weighed on one side only. START: the round's number."""
     row = {}
 
-    def take(what, runs):
+    def take(what, runs, measure=measure_turns):
         progress(what)
-        row.update(measure_turns(wrk, runs, duration, start=start))
+        row.update(measure(wrk, runs, duration, start=start))
         for label, _, _ in runs:
+            together = row[label].get("together_cpu_us")
             say(f"      {label}: {row[label]['rps']:,.0f} requests/s, "
-                f"{row[label]['cpu_us']:.0f} us CPU each")
+                f"{row[label]['cpu_us']:.0f} us CPU each"
+                + (f" ({together:.0f} us two at once)" if together else ""))
 
     for label, server in references.items():
         if label != BARE_GET:
@@ -258,9 +264,10 @@ def one_round(app, references, servers, cookie, wrk, duration, progress, start=0
     take("query cache only", [("query cache only", servers["query cache only"], ())])
     app.memcached.flush()
     full = servers["full caching"]
-    take("full caching, in turns with the bare get", [
+    take("full caching, in turns with the bare get, then at once", [
         (BARE_GET, references[BARE_GET], ()), ("full caching", full, ()),
-        (RETURNING, full, (cookie,)), (BARE_GET_COOKIE, references[BARE_GET], (cookie,))])
+        (RETURNING, full, (cookie,)), (BARE_GET_COOKIE, references[BARE_GET], (cookie,))],
+        measure=warm_pairs)
     app.memcached.stop()
     try:
         take(f"caching off, in turns with {STOPPED}",
@@ -269,6 +276,20 @@ def one_round(app, references, servers, cookie, wrk, duration, progress, start=0
         app.memcached.start()
     for label in ("full caching", "query cache only"):
         row.setdefault("recovered_s", {})[label] = until_cached(app, servers[label].url)
+    return row
+
+
+def warm_pairs(wrk, runs, duration, start=0):
+    """RUNS, the warm page's visitors and their bare gets, in turns (the table's figures, and the
+    req/s compared turn by turn), then each of WARM_PAIRS at the same moment (the CPU time
+    compared): benchreport.warm_figures says why."""
+    row = measure_turns(wrk, runs, duration, start=start)
+    by_label = {label: (server, headers) for label, server, headers in runs}
+    for pair in WARM_PAIRS:
+        both = measure_together(wrk, [(label, *by_label[label]) for label in pair], duration,
+                                start=start)
+        for label in pair:
+            row[label]["together_cpu_us"] = both[label]["cpu_us"]
     return row
 
 
@@ -302,24 +323,24 @@ def warm_only(options, workdir):
                     runs = [(BARE_GET, bare.servers[0], ()), ("full caching", final, ()),
                             (RETURNING, final, (cookie,)),
                             (BARE_GET_COOKIE, bare.servers[0], (cookie,))]  # pairs side by side
-                    rounds = [measure_turns(wrk, runs, options.duration, start=n + 1)
+                    rounds = [warm_pairs(wrk, runs, options.duration, start=n + 1)
                               for n in range(options.rounds)]
             finally:
                 final.stop()
             for n, row in enumerate(rounds, 1):
-                print(f"{size:,} tasks, round {n}: " + warm_ratios(row))
-            print(f"{size:,} tasks, median of {options.rounds}: " + "; ".join(
-                f"{label} {statistics.median(r[label]['rps'] / r[ref]['rps'] for r in rounds):.2f}x"
-                f" req/s, {statistics.median(r[label]['cpu_us'] / r[ref]['cpu_us'] for r in rounds):.2f}x"
-                f" CPU of {ref}" for label, ref in WARM_PAIRS))
+                print(f"{size:,} tasks, round {n}: " + warm_ratios([row]))
+            print(f"{size:,} tasks, median of {options.rounds}: " + warm_ratios(rounds))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cpus")
     return 0
 
 
-def warm_ratios(row):
-    return "; ".join(f"{label} {row[label]['rps']:,.0f} req/s, {row[label]['cpu_us']:.0f} us CPU "
-                     f"({row[label]['rps'] / row[ref]['rps']:.2f}x, "
-                     f"{row[label]['cpu_us'] / row[ref]['cpu_us']:.2f}x)" for label, ref in WARM_PAIRS)
+def warm_ratios(rounds):
+    """Each visitor's req/s and CPU time against its bare get over ROUNDS, as the targets judge."""
+    rows = {label: median_of([r[label] for r in rounds]) for pair in WARM_PAIRS for label in pair}
+    return "; ".join(
+        f"{label} {rows[label]['rps']:,.0f} req/s, {rows[label]['cpu_us']:.0f} us CPU: "
+        f"{rps:.2f}x req/s, {cpu:.2f}x CPU of {ref}"
+        for label, ref in WARM_PAIRS for rps, cpu in [warm_figures(rows[label], rows[ref])])
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -384,7 +405,8 @@ def main(argv):
     pin(0, LOAD_CPUS)  # what this starts runs there too, until load.py moves a measured worker
     try:
         options.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="bench-") as workdir, \
+                kept_off([services.running("mariadb")]):
             if options.only == "warm":
                 return warm_only(options, workdir)
             results, first_reads = run(options, workdir)

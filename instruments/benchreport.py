@@ -29,16 +29,27 @@ def median_of(rows):
             "p99_ms": statistics.median(r["p99_ms"] for r in rows),
             "cpu_us": statistics.median(r["cpu_us"] for r in rows),
             "round_rps": [r["rps"] for r in rows],
+            "round_p50_ms": [r["p50_ms"] for r in rows],
             "round_cpu_us": [r["cpu_us"] for r in rows],
+            "turn_rps": [rps for r in rows for rps in r["turn_rps"]],
+            "round_together_cpu_us": [r["together_cpu_us"] for r in rows if "together_cpu_us" in r],
             "requests": sum(r["requests"] for r in rows),
             "errors": sum(r["errors"] for r in rows),
             "rounds": len(rows)}
 
 
 def paired(row, reference, figure):
-    """The median over rounds of ROW's FIGURE over REFERENCE's in the same round: a neighbour's
-    load in one round hits both alike."""
-    return statistics.median(a / b for a, b in zip(row[figure], reference[figure]))
+    """The median over rounds (or turns) of ROW's FIGURE over REFERENCE's in the same one: a
+    neighbour's load in one round hits both alike."""
+    return statistics.median(a / b for a, b in zip(row[figure], reference[figure], strict=True))
+
+
+def warm_figures(row, reference):
+    """A WARM_PAIRS visitor's req/s and CPU time against its bare get's, as the targets judge them:
+    req/s over the one-second turns, each next to the reference's (a worker alone on its CPU, as
+    it runs on Elastic Beanstalk); CPU time over the rounds, each measured with both at the same
+    moment on one CPU (load.measure_together), where even a swing shorter than a turn hits both."""
+    return paired(row, reference, "turn_rps"), paired(row, reference, "round_together_cpu_us")
 
 
 def find(results, size, config):
@@ -51,18 +62,19 @@ def targets(results, first_reads, sizes):
     for size in sizes:
         for label, reference in WARM_PAIRS:
             row, bare = find(results, size, label), find(results, size, reference)
-            ratio = paired(row, bare, "round_rps")
+            rps, cpu = warm_figures(row, bare)
             checks.append({"target": f"{label} >= {TARGETS['bare_get_ratio']}x the req/s of "
                                      f"{reference}, {size:,} tasks",
-                           "measured": f"{ratio:.2f}x (paired rounds; medians {row['rps']:,.0f} "
-                                       f"vs {bare['rps']:,.0f} req/s)",
-                           "met": ratio >= TARGETS["bare_get_ratio"]})
-            ratio = paired(row, bare, "round_cpu_us")
+                           "measured": f"{rps:.2f}x (median of {len(row['turn_rps'])} paired "
+                                       f"one-second turns; medians {row['rps']:,.0f} vs "
+                                       f"{bare['rps']:,.0f} req/s)",
+                           "met": rps >= TARGETS["bare_get_ratio"]})
             checks.append({"target": f"{label} worker CPU per request <= "
                                      f"{TARGETS['bare_get_cpu']}x that of {reference}, {size:,} tasks",
-                           "measured": f"{ratio:.2f}x (paired rounds; medians {row['cpu_us']:.0f} "
-                                       f"vs {bare['cpu_us']:.0f} us)",
-                           "met": ratio <= TARGETS["bare_get_cpu"]})
+                           "measured": f"{cpu:.2f}x (median of {len(row['round_together_cpu_us'])} "
+                                       f"rounds, both at once on one CPU; in turns "
+                                       f"{paired(row, bare, 'round_cpu_us'):.2f}x)",
+                           "met": cpu <= TARGETS["bare_get_cpu"]})
     tutorial = next(r for r in results if r["config"] == TUTORIAL)
     ours = find(results, small, "full caching")
     checks.append({"target": f"full caching x its ceiling >= the tutorial design's, "
@@ -71,13 +83,19 @@ def targets(results, first_reads, sizes):
                                f"{tutorial['ratio']:.2f}x ({tutorial['page_bytes'] / 1024:.1f} KB)",
                    "met": ours["ratio"] >= tutorial["ratio"]})
     if large > small:
-        full = [find(results, size, "full caching")["p50_ms"] for size in (small, large)]
-        growth = full[1] / full[0]
-        # The ceiling does the same work at every size: how much its p50 moved is the machine.
-        drift = find(results, large, CEILING)["p50_ms"] / find(results, small, CEILING)["p50_ms"]
+        # The two sizes are measured minutes apart, and the machine's speed moves in minutes. The
+        # bare get, in the same turns as full caching, does the same work at every size: each
+        # size's p50 is taken against it, and how much its own p50 moved is the machine.
+        full, bare = ([find(results, size, label) for size in (small, large)]
+                      for label in ("full caching", BARE_GET))
+        growth = (paired(full[1], bare[1], "round_p50_ms")
+                  / paired(full[0], bare[0], "round_p50_ms"))
         checks.append({"target": f"full caching p50 at {large:,} within {TARGETS['p50_growth']}x "
                                  f"of p50 at {small:,}",
-                       "measured": f"{growth:.2f}x (the ceiling's own p50 moved {drift:.2f}x)",
+                       "measured": f"{growth:.2f}x, each against the bare get's p50 in the same "
+                                   f"turns ({full[1]['p50_ms'] / full[0]['p50_ms']:.2f}x as "
+                                   f"measured; the bare get's own moved "
+                                   f"{bare[1]['p50_ms'] / bare[0]['p50_ms']:.2f}x)",
                        "met": growth <= TARGETS["p50_growth"]})
     first = next(f for f in first_reads if f["size"] == large)["p50_ms"]
     checks.append({"target": f"first read after a write at {large:,}, p50 <= "
@@ -122,10 +140,11 @@ def plot(results, path):
     results = [r for r in results if r["config"] in SHOWN]  # the tutorial's pair is in the table
     sizes = sorted({r["size"] for r in results})
     labels = SHOWN
-    colors = ["#888888", "#17becf", "#444444", "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#bcbd22", "#9467bd"]
+    colors = ["#888888", "#17becf", "#444444", "#1f77b4", "#aec7e8", "#d62728", "#ff7f0e",
+              "#2ca02c", "#bcbd22", "#9467bd"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
     width = 0.8 / len(labels)
-    for i, (label, color) in enumerate(zip(labels, colors)):
+    for i, (label, color) in enumerate(zip(labels, colors, strict=True)):
         xs = [n + (i - (len(labels) - 1) / 2) * width for n in range(len(sizes))]
         rows = [find(results, size, label) for size in sizes]
         bars = top.bar(xs, [r["rps"] for r in rows], width, label=label, color=color)
@@ -136,8 +155,8 @@ def plot(results, path):
                              ha="center", va="bottom", fontsize=8)
     top.set_ylabel("requests/s (higher is better)")
     top.set_title("final/ under wrk: gunicorn 1 worker x 15 threads, MariaDB, SASL memcached")
-    top.set_ylim(0, max(r["rps"] for r in results) * 1.3)  # room for the legend
-    top.legend(fontsize=8, ncol=len(labels), loc="upper center")
+    top.set_ylim(0, max(r["rps"] for r in results) * 1.45)  # room for the legend
+    top.legend(fontsize=8, ncol=3, loc="upper center")
     bottom.set_ylabel("p50 latency, ms (lower is better)")
     bottom.set_xticks(range(len(sizes)), [f"{s:,} tasks" for s in sizes])
     fig.tight_layout()

@@ -1,5 +1,5 @@
 """Load and what it costs, for instruments/bench.py: wrk's requests, and the CPU time the measured
-gunicorn worker spent on them, servers measured in turns."""
+gunicorn worker spent on them, servers measured in turns or at the same moment."""
 import contextlib
 import json
 import os
@@ -43,6 +43,21 @@ def pin(pid, cpus):
             os.sched_setaffinity(int(tid), cpus)
 
 
+@contextlib.contextmanager
+def kept_off(pids):
+    """PIDS, services the bench uses but did not start (MariaDB), kept off the measured CPU
+    meanwhile and put back after: their threads would run there between the worker's."""
+    before = {pid: os.sched_getaffinity(pid) for pid in pids if pid}
+    for pid in before:
+        pin(pid, LOAD_CPUS)
+    try:
+        yield
+    finally:
+        for pid, cpus in before.items():
+            with contextlib.suppress(OSError):  # it stopped meanwhile
+                pin(pid, cpus)
+
+
 class Wrk:
     def __init__(self, threads, connections, workdir, warmup):
         self.path = shutil.which("wrk")
@@ -53,12 +68,24 @@ class Wrk:
         self.script.write_text(WRK_REPORT)
 
     def run(self, url, seconds, headers=()):
+        return self.result(self.start(url, seconds, headers), url, seconds)
+
+    def start(self, url, seconds, headers=()):
+        """wrk loading URL for SECONDS, started and not waited for: result() reads it."""
         cmd = [self.path, f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds}s",
                "-s", str(self.script), *[arg for h in headers for arg in ("-H", h)], url]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        if result.returncode != 0 or not lines:
-            raise BenchError(f"wrk failed on {url}: {(result.stderr or result.stdout).strip()[-200:]}")
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self, proc, url, seconds):
+        try:
+            out, err = proc.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise BenchError(f"wrk on {url} did not end {seconds + 60}s after it started")
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise BenchError(f"wrk failed on {url}: {(err or out).strip()[-200:]}")
         raw = json.loads(lines[-1])
         return {
             "rps": raw["requests"] / raw["seconds"],
@@ -93,22 +120,57 @@ def measure_turns(wrk, runs, duration, start=0):
             "seconds": sum(r["seconds"] for r in rows),
             "errors": sum(r["errors"] for r in rows),
             "cpu_us": sum(r["cpu_us"] * r["requests"] for r in rows) / max(1, requests),
+            "turn_rps": [r["rps"] for r in rows],  # in order: turn k of each run came together
         }
     return totals
+
+
+def measure_together(wrk, runs, seconds, start=0):
+    """RUNS, each (label, server, headers), already warm, measured at the same moment for SECONDS,
+    each by a wrk of its own, their workers sharing one CPU: a swing of the machine's speed, however
+    short, hits each alike. START: an odd one starts them in reverse order. For each label: req/s,
+    the worker's CPU time per request, requests and errors. The CPU time is each worker's own cost;
+    the req/s also depends on how the kernel shared the CPU between them."""
+    workers = {label: worker(server) for label, server, _ in runs}
+    cpu = {label: processes.cpu_seconds(pid) for label, pid in workers.items()}
+    started = [(label, server, wrk.start(server.url + "/", seconds, headers))
+               for label, server, headers in (runs if start % 2 == 0 else runs[::-1])]
+    totals = {}
+    for label, server, proc in started:
+        result = wrk.result(proc, server.url + "/", seconds)
+        totals[label] = {key: result[key] for key in ("rps", "requests", "errors")}
+    for label, pid in workers.items():
+        totals[label]["cpu_us"] = ((processes.cpu_seconds(pid) - cpu[label])
+                                   / max(1, totals[label]["requests"]) * 1e6)
+    unpin(*workers.values())
+    return totals
+
+
+def worker(server):
+    """SERVER's one gunicorn worker, pinned to the measured CPU (with its threads started since)."""
+    (pid,) = processes.children(server.proc.pid)
+    pin(pid, WORKER_CPUS)
+    return pid
+
+
+def unpin(*pids):
+    """Back with everything else: an idle worker left on the measured CPU wakes up there."""
+    for pid in pids:
+        pin(pid, LOAD_CPUS)
 
 
 def warm_up(wrk, server, duration, headers):
     """Two seconds of load by default: after memcached restarts, each pooled client fails once
     and is replaced a second later."""
-    (worker,) = processes.children(server.proc.pid)  # gunicorn's one worker
-    pin(worker, WORKER_CPUS)
+    pid = worker(server)
     wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
+    unpin(pid)
 
 
 def measured(wrk, server, seconds, headers):
-    (worker,) = processes.children(server.proc.pid)
-    pin(worker, WORKER_CPUS)  # its threads started since the warm-up too
-    started = processes.cpu_seconds(worker)
+    pid = worker(server)
+    started = processes.cpu_seconds(pid)
     result = wrk.run(server.url + "/", seconds, headers)
-    result["cpu_us"] = (processes.cpu_seconds(worker) - started) / max(1, result["requests"]) * 1e6
+    result["cpu_us"] = (processes.cpu_seconds(pid) - started) / max(1, result["requests"]) * 1e6
+    unpin(pid)
     return result

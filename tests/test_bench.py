@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,6 +39,11 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["results"])
     assert all(r["cpu_us"] > 0 for r in report["results"])  # the worker's CPU per request
     assert [f["size"] for f in report["first_read_after_write"]] == list(SIZES)
+    # The warm page's visitors and their bare gets are also measured two at once, every round.
+    together = {r["config"]: r["round_together_cpu_us"] for r in report["results"]
+                if r["round_together_cpu_us"]}
+    assert set(together) == {CONFIGS[3], CONFIGS[4], CONFIGS[7], CONFIGS[8]}
+    assert all(len(cpu) == 1 and cpu[0] > 0 for cpu in together.values())
     # Every target is printed with its measured figure, met or not.
     for target in report["targets"]:
         assert target["target"] in result.stdout and target["measured"] in result.stdout
@@ -64,6 +70,34 @@ def test_bench_only_warm_prints_each_rounds_ratios_and_their_median():
     assert lines[3].startswith("load average ")
 
 
+def test_p50_growth_is_judged_against_the_bare_get_measured_beside_it():
+    """The two sizes are measured minutes apart: a machine that slowed down in between moves both
+    p50s, and final/'s own growth is what is left."""
+    from instruments.benchreport import BARE_GET, SHOWN, TUTORIAL, targets
+
+    def results(full_p50_large, bare_p50_large):
+        rows = []
+        for size, full_p50, bare_p50 in ((100, 2.0, 2.0), (100_000, full_p50_large, bare_p50_large)):
+            for config in SHOWN + [TUTORIAL]:
+                p50 = {"full caching": full_p50, BARE_GET: bare_p50}.get(config, 2.0)
+                rows.append({"size": size, "config": config, "page_bytes": 12_000, "ratio": 1.0,
+                             "rps": 4000.0, "cpu_us": 250.0, "round_p50_ms": [p50] * 3,
+                             "p50_ms": p50, "turn_rps": [4000.0] * 3, "round_cpu_us": [250.0] * 3,
+                             "round_together_cpu_us": [250.0] * 3})
+        return rows
+
+    def growth(rows):
+        checks = targets(rows, [{"size": 100_000, "p50_ms": 5.0}], [100, 100_000])
+        [check] = [c for c in checks if "p50 at" in c["target"]]
+        return check
+
+    slowed = growth(results(3.0, 3.0))  # both 1.5x slower at 100,000: the machine
+    assert slowed["met"] and slowed["measured"].startswith("1.00x")
+    assert "1.50x as measured" in slowed["measured"]
+    grew = growth(results(3.0, 2.0))  # final/ alone 1.5x slower: the app
+    assert not grew["met"] and grew["measured"].startswith("1.50x")
+
+
 def test_measure_turns_takes_each_run_one_second_at_a_time_reversed_every_turn():
     """What is compared is measured in turns, so a swing of the machine's speed hits both sides.
     wrk only records here what it is asked (the real one runs in the tests above); the worker is a
@@ -80,8 +114,8 @@ def test_measure_turns_takes_each_run_one_second_at_a_time_reversed_every_turn()
             return {"rps": 100.0 * n, "p50_ms": n, "p99_ms": 2 * n, "requests": 100 * n,
                     "seconds": 1.0, "errors": n % 2}
 
-    parent = subprocess.Popen([sys.executable, "-c", ONE_CHILD], stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    parent = subprocess.Popen([sys.executable, "-c", ONE_CHILD.format(child=SLEEPING)],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         parent.stdout.readline()
         a = SimpleNamespace(proc=parent, url="http://a")
@@ -103,6 +137,50 @@ def test_measure_turns_takes_each_run_one_second_at_a_time_reversed_every_turn()
     assert all(t["cpu_us"] >= 0 for t in totals.values())
 
 
+def test_measure_together_loads_both_at_once_and_takes_each_workers_own_cpu_time():
+    """The CPU time compared is measured with both servers loaded at the same moment. wrk only
+    records here; the workers are real processes, one busy and one asleep."""
+    from instruments import load
+    from runtime import processes
+
+    class Recording(load.Wrk):
+        def __init__(self):
+            self.calls = []
+
+        def start(self, url, seconds, headers=()):
+            self.calls.append(("start", url, seconds, headers))
+            return url
+
+        def result(self, proc, url, seconds):
+            self.calls.append(("result", url))
+            time.sleep(0.5)  # the load's time, in which the busy worker runs
+            return {"rps": 100.0, "requests": 100, "errors": 0, "p50_ms": 1, "p99_ms": 1}
+
+    parents = [subprocess.Popen([sys.executable, "-c", ONE_CHILD.format(child=child)],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+               for child in ("while True: pass", SLEEPING)]
+    try:
+        for parent in parents:
+            parent.stdout.readline()
+        a = SimpleNamespace(proc=parents[0], url="http://a")
+        b = SimpleNamespace(proc=parents[1], url="http://b")
+        wrk = Recording()
+        totals = load.measure_together(wrk, [("A", a, ()), ("B", b, ("Cookie: c=1",))], 5, start=1)
+        # Measured, the workers go back with everything else, off the measured CPU.
+        workers = [processes.children(parent.pid)[0] for parent in parents]
+        assert all(os.sched_getaffinity(pid) == (load.LOAD_CPUS or set(load.CPUS)) for pid in workers)
+    finally:
+        for parent in parents:
+            os.killpg(parent.pid, signal.SIGKILL)  # and its child
+            parent.wait()
+    # Both loads start before either is read; an odd round starts them in reverse order.
+    assert wrk.calls == [("start", "http://b/", 5, ("Cookie: c=1",)), ("start", "http://a/", 5, ()),
+                         ("result", "http://b/"), ("result", "http://a/")]
+    assert totals["A"]["requests"] == totals["B"]["requests"] == 100
+    # Each worker's own CPU time: the busy one ran for most of a second, the sleeping one hardly.
+    assert totals["A"]["cpu_us"] > 2_000 and totals["B"]["cpu_us"] < totals["A"]["cpu_us"] / 10
+
+
 def test_pin_moves_every_thread_of_a_process():
     """The bench keeps the measured worker on a CPU of its own: all 15 threads, not just one."""
     from instruments.load import pin
@@ -121,12 +199,30 @@ def test_pin_moves_every_thread_of_a_process():
         proc.wait()
 
 
+def test_kept_off_holds_a_service_off_the_measured_cpu_and_puts_it_back():
+    """MariaDB is started by `make services`, not by the bench: the bench moves it while it runs."""
+    from instruments.load import LOAD_CPUS, kept_off
+
+    proc = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        threads = [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()]
+        before = {tid: os.sched_getaffinity(tid) for tid in threads}
+        with kept_off([proc.pid, None]):  # None: a service that is not running
+            assert all(os.sched_getaffinity(tid) == (LOAD_CPUS or before[tid]) for tid in threads)
+        assert {tid: os.sched_getaffinity(tid) for tid in threads} == before
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 ONE_CHILD = """
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+child = subprocess.Popen([sys.executable, "-c", "{child}"])
 print("ready", flush=True)
 time.sleep(60)
 """
+SLEEPING = "import time; time.sleep(60)"
 THREADED = """
 import threading, time
 for _ in range(3):
