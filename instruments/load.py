@@ -136,9 +136,15 @@ def measure_together(wrk, runs, seconds, start=0):
     started = [(label, server, wrk.start(server.url + "/", seconds, headers))
                for label, server, headers in (runs if start % 2 == 0 else runs[::-1])]
     totals = {}
-    for label, server, proc in started:
-        result = wrk.result(proc, server.url + "/", seconds)
-        totals[label] = {key: result[key] for key in ("rps", "requests", "errors")}
+    try:
+        for label, server, proc in started:
+            result = wrk.result(proc, server.url + "/", seconds)
+            totals[label] = {key: result[key] for key in ("rps", "requests", "errors")}
+    finally:  # when one wrk failed, the others stop too
+        for _, _, proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     for label, pid in workers.items():
         totals[label]["cpu_us"] = ((processes.cpu_seconds(pid) - cpu[label])
                                    / max(1, totals[label]["requests"]) * 1e6)

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from conftest import ROOT
 
 SIZES = (20,)  # one size: the table's shape, not how it scales
@@ -144,15 +146,18 @@ def test_measure_together_loads_both_at_once_and_takes_each_workers_own_cpu_time
     from runtime import processes
 
     class Recording(load.Wrk):
-        def __init__(self):
-            self.calls = []
+        def __init__(self, failing=None):
+            self.calls, self.procs, self.failing = [], [], failing
 
         def start(self, url, seconds, headers=()):
             self.calls.append(("start", url, seconds, headers))
-            return url
+            self.procs.append(subprocess.Popen([sys.executable, "-c", SLEEPING]))  # a wrk running
+            return self.procs[-1]
 
         def result(self, proc, url, seconds):
             self.calls.append(("result", url))
+            if url == self.failing:
+                raise load.BenchError(f"wrk failed on {url}")
             time.sleep(0.5)  # the load's time, in which the busy worker runs
             return {"rps": 100.0, "requests": 100, "errors": 0, "p50_ms": 1, "p99_ms": 1}
 
@@ -169,6 +174,11 @@ def test_measure_together_loads_both_at_once_and_takes_each_workers_own_cpu_time
         # Measured, the workers go back with everything else, off the measured CPU.
         workers = [processes.children(parent.pid)[0] for parent in parents]
         assert all(os.sched_getaffinity(pid) == (load.LOAD_CPUS or set(load.CPUS)) for pid in workers)
+        # When one wrk fails, the error says so and no other wrk is left running.
+        failing = Recording(failing="http://b/")
+        with pytest.raises(load.BenchError, match="http://b/"):
+            load.measure_together(failing, [("A", a, ()), ("B", b, ())], 5, start=1)
+        assert len(failing.procs) == 2 and all(proc.poll() is not None for proc in failing.procs)
     finally:
         for parent in parents:
             os.killpg(parent.pid, signal.SIGKILL)  # and its child
