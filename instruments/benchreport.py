@@ -86,8 +86,8 @@ def targets(results, first_reads, sizes):
         # The two sizes are measured minutes apart, and the machine's speed moves in minutes. The
         # bare get, in the same turns as full caching, does the same work at every size: each
         # size's p50 is taken against it, and how much its own p50 moved is the machine.
-        full, bare = ([find(results, size, label) for size in (small, large)]
-                      for label in ("full caching", BARE_GET))
+        full = [find(results, size, "full caching") for size in (small, large)]
+        bare = [find(results, size, BARE_GET) for size in (small, large)]
         growth = (paired(full[1], bare[1], "round_p50_ms")
                   / paired(full[0], bare[0], "round_p50_ms"))
         checks.append({"target": f"full caching p50 at {large:,} within {TARGETS['p50_growth']}x "

@@ -107,7 +107,7 @@ def measure_turns(wrk, runs, duration, start=0):
         warm_up(wrk, server, duration, headers)
     turns = {label: [] for label, _, _ in runs}
     for n in range(start, start + max(1, duration // TURN)):
-        for label, server, headers in runs if n % 2 == 0 else runs[::-1]:
+        for label, server, headers in in_order(runs, n):
             turns[label].append(measured(wrk, server, TURN, headers))
     totals = {}
     for label, rows in turns.items():
@@ -133,10 +133,10 @@ def measure_together(wrk, runs, seconds, start=0):
     the req/s also depends on how the kernel shared the CPU between them."""
     workers = {label: worker(server) for label, server, _ in runs}
     cpu = {label: processes.cpu_seconds(pid) for label, pid in workers.items()}
-    started = [(label, server, wrk.start(server.url + "/", seconds, headers))
-               for label, server, headers in (runs if start % 2 == 0 else runs[::-1])]
-    totals = {}
+    started, totals = [], {}
     try:
+        for label, server, headers in in_order(runs, start):
+            started.append((label, server, wrk.start(server.url + "/", seconds, headers)))
         for label, server, proc in started:
             result = wrk.result(proc, server.url + "/", seconds)
             totals[label] = {key: result[key] for key in ("rps", "requests", "errors")}
@@ -146,10 +146,19 @@ def measure_together(wrk, runs, seconds, start=0):
                 proc.kill()
                 proc.wait()
     for label, pid in workers.items():
-        totals[label]["cpu_us"] = ((processes.cpu_seconds(pid) - cpu[label])
-                                   / max(1, totals[label]["requests"]) * 1e6)
+        totals[label]["cpu_us"] = cpu_per_request(pid, cpu[label], totals[label]["requests"])
     unpin(*workers.values())
     return totals
+
+
+def in_order(runs, n):
+    """RUNS as given for an even N, reversed for an odd one."""
+    return runs if n % 2 == 0 else runs[::-1]
+
+
+def cpu_per_request(pid, since, requests):
+    """The microseconds of CPU time PID spent per request since its CPU time was SINCE."""
+    return (processes.cpu_seconds(pid) - since) / max(1, requests) * 1e6
 
 
 def worker(server):
@@ -177,6 +186,6 @@ def measured(wrk, server, seconds, headers):
     pid = worker(server)
     started = processes.cpu_seconds(pid)
     result = wrk.run(server.url + "/", seconds, headers)
-    result["cpu_us"] = (processes.cpu_seconds(pid) - started) / max(1, result["requests"]) * 1e6
+    result["cpu_us"] = cpu_per_request(pid, started, result["requests"])
     unpin(pid)
     return result
