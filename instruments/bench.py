@@ -14,7 +14,8 @@ threads), MariaDB and SASL memcached, and is measured with wrk (Debian's package
 - final/ with caching off, with the query cache only, and with every layer (the default), the
   last for a first-time visitor (no cookies) and for a returning one (the cookies a browser holds
   after adding a task through the form, sent with every request);
-- final/ with its memcached stopped, which must fail fast and so be no slower than caching off;
+- final/ with its memcached stopped, which must fail fast and so be no slower than caching off
+  (on a server of its own: a worker that served the outage costs more on warm pages after);
 - the first read of the list after a write (the page is rebuilt), timed one request at a time;
 - steps/09-sessions, the tutorial's design, at 100 tasks only (its unpaginated page outgrows
   memcached's 1 MB at a few thousand), next to a ceiling serving its own page.
@@ -181,10 +182,18 @@ def run(options, workdir):
             seed(app, size)
             servers = {label: app.spawn(env={} if layers is None else {"CACHE_LAYERS": layers})
                        for label, layers in CONFIGS}
+            # Full caching's twin for the outage: after seconds of building pages without
+            # memcached, a worker's warm pages cost 1% to 2% more CPU (final/README.md, Scale).
+            servers[STOPPED] = app.spawn()
             cookie = returning_cookies(servers["full caching"].url)
-            page = page_bytes(app.url)
             rounds = []
             try:
+                # Before the rounds: each ends with memcached restarted, and an instance's first
+                # calls after a restart fail and turn its cache off for a second (store.down()).
+                progress(size, f"first read after a write, {options.writes} times")
+                first = first_reads_after_writes(servers["full caching"].url, options.writes)
+                say(f"      p50 {first['p50_ms']:.1f} ms (a warm read: {first['warm_p50_ms']:.1f} ms)")
+                page = page_bytes(app.url)  # with the tasks just added, as the servers show it
                 ceiling_dir = flask_dir(workdir, f"ceiling-{size}", CEILING_APP, page)
                 limit_dir = flask_dir(workdir, f"limit-{size}", LIMIT_APP, page)
                 static_dir = flask_dir(workdir, f"bare-static-{size}", BARE_STATIC_APP, page)
@@ -202,15 +211,12 @@ def run(options, workdir):
                                                 lambda label: progress(size, f"round {n + 1}/"
                                                                        f"{options.rounds}: {label}"),
                                                 start=n))
-                progress(size, f"first read after a write, {options.writes} times")
-                first = first_reads_after_writes(servers["full caching"].url, options.writes)
             finally:
                 for server in servers.values():
                     server.stop()
             recovered = [r.pop("recovered_s") for r in rounds]
             first_reads.append({"size": size, **first,
                                 "recovery_s": max(r["full caching"] for r in recovered)})
-            say(f"      p50 {first['p50_ms']:.1f} ms (a warm read: {first['warm_p50_ms']:.1f} ms)")
             for label in SHOWN:
                 results.append(row_of(size, label, len(page), rounds, CEILING))
     results += tutorial_rows(tutorial_size, options, wrk, workdir, progress)
@@ -218,7 +224,7 @@ def run(options, workdir):
 
 
 def row_of(size, label, page_size, rounds, ceiling):
-    return {"size": size, "config": label, "page_bytes": page_size,
+    return {"size": size, "config": label, "page_bytes": page_size, "url": rounds[0][label]["url"],
             **median_of([r[label] for r in rounds]),
             "ratio": statistics.median(r[label]["rps"] / r[ceiling]["rps"] for r in rounds)}
 
@@ -243,9 +249,10 @@ def tutorial_rows(size, options, wrk, workdir, progress):
 
 def one_round(app, references, servers, cookie, wrk, duration, progress, start=0):
     """The references, then each configuration, each visitor of full caching in turns with its
-    bare get (WARM_PAIRS), and caching off in turns with full caching while memcached is stopped
-    (caching off never calls it). Apart, what ran between the two of a pair (caching off keeps
-    MariaDB busy on memcached's CPU) weighed on one side only. START: the round's number."""
+    bare get (WARM_PAIRS), and caching off in turns with full caching's twin (STOPPED) while
+    memcached is stopped (caching off never calls it). Apart, what ran between the two of a pair
+    (caching off keeps MariaDB busy on memcached's CPU) weighed on one side only. START: the
+    round's number."""
     row = {}
 
     def take(what, runs, measure=measure_turns):
@@ -271,7 +278,7 @@ def one_round(app, references, servers, cookie, wrk, duration, progress, start=0
     app.memcached.stop()
     try:
         take(f"caching off, in turns with {STOPPED}",
-             [("caching off", servers["caching off"], ()), (STOPPED, full, ())])
+             [("caching off", servers["caching off"], ()), (STOPPED, servers[STOPPED], ())])
     finally:
         app.memcached.start()
     for label in ("full caching", "query cache only"):

@@ -102,10 +102,11 @@ def measure_turns(wrk, runs, duration, start=0):
     seconds after a warm-up each, the order reversed every turn: a swing of the machine's speed,
     which lasts seconds, hits each run alike. START, a round's number: an odd one begins reversed.
     For each label, over all its turns: req/s, the worker's CPU time per request, requests,
-    errors, and the medians of the turns' p50 and p99."""
+    errors, the medians of the turns' p50 and p99, and the server's URL."""
     for _, server, headers in runs:
         warm_up(wrk, server, duration, headers)
     turns = {label: [] for label, _, _ in runs}
+    urls = {label: server.url for label, server, _ in runs}
     for n in range(start, start + max(1, duration // TURN)):
         for label, server, headers in in_order(runs, n):
             turns[label].append(measured(wrk, server, TURN, headers))
@@ -121,6 +122,7 @@ def measure_turns(wrk, runs, duration, start=0):
             "errors": sum(r["errors"] for r in rows),
             "cpu_us": sum(r["cpu_us"] * r["requests"] for r in rows) / max(1, requests),
             "turn_rps": [r["rps"] for r in rows],  # in order: turn k of each run came together
+            "url": urls[label],  # the server measured: which rows share a process
         }
     return totals
 

@@ -32,6 +32,8 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
     assert result.returncode == 0, result.stderr[-2000:]
     assert "x ceiling" in result.stdout and "first read after a write" in result.stdout
     assert "[1/10] 20 tasks: inserting tasks" in result.stderr  # progress, as it runs
+    # The first read after a write is timed before any round restarts memcached.
+    assert "[2/10] 20 tasks: first read after a write, 2 times" in result.stderr
     assert "the measured worker runs on CPU " in result.stderr or len(os.sched_getaffinity(0)) == 1
     report = json.loads((tmp_path / "bench.json").read_text())
     measured = {(r["size"], r["config"]) for r in report["results"]}
@@ -46,6 +48,11 @@ def test_bench_prints_the_table_and_writes_json_and_a_plot(tmp_path, services_en
                 if r["round_together_cpu_us"]}
     assert set(together) == {CONFIGS[3], CONFIGS[4], CONFIGS[7], CONFIGS[8]}
     assert all(len(cpu) == 1 and cpu[0] > 0 for cpu in together.values())
+    # Each visitor shares its server with its pair's other visitor, and the outage has a server
+    # of its own: a worker that just built pages without memcached costs more on warm pages after.
+    url = {r["config"]: r["url"] for r in report["results"] if r["config"] in CONFIGS}
+    assert url[CONFIGS[7]] == url[CONFIGS[8]] and url[CONFIGS[3]] == url[CONFIGS[4]]
+    assert len({url[c] for c in CONFIGS}) == len(CONFIGS) - 2
     # Every target is printed with its measured figure, met or not.
     for target in report["targets"]:
         assert target["target"] in result.stdout and target["measured"] in result.stdout
