@@ -106,12 +106,12 @@ def measure_turns(wrk, runs, duration, start=0):
     for _, server, headers in runs:
         warm_up(wrk, server, duration, headers)
     turns = {label: [] for label, _, _ in runs}
-    urls = {label: server.url for label, server, _ in runs}
     for n in range(start, start + max(1, duration // TURN)):
         for label, server, headers in in_order(runs, n):
             turns[label].append(measured(wrk, server, TURN, headers))
     totals = {}
-    for label, rows in turns.items():
+    for label, server, _ in runs:
+        rows = turns[label]
         requests = sum(r["requests"] for r in rows)
         totals[label] = {
             "rps": requests / sum(r["seconds"] for r in rows),
@@ -122,7 +122,7 @@ def measure_turns(wrk, runs, duration, start=0):
             "errors": sum(r["errors"] for r in rows),
             "cpu_us": sum(r["cpu_us"] * r["requests"] for r in rows) / max(1, requests),
             "turn_rps": [r["rps"] for r in rows],  # in order: turn k of each run came together
-            "url": urls[label],  # the server measured: which rows share a process
+            "url": server.url,  # the server measured: which rows share a process
         }
     return totals
 
@@ -133,23 +133,23 @@ def measure_together(wrk, runs, seconds, start=0):
     short, hits each alike. START: an odd one starts them in reverse order. For each label: req/s,
     the worker's CPU time per request, requests and errors. The CPU time is each worker's own cost;
     the req/s also depends on how the kernel shared the CPU between them."""
-    workers = {label: worker(server) for label, server, _ in runs}
-    cpu = {label: processes.cpu_seconds(pid) for label, pid in workers.items()}
     started, totals = [], {}
-    try:
-        for label, server, headers in in_order(runs, start):
-            started.append((label, server, wrk.start(server.url + "/", seconds, headers)))
-        for label, server, proc in started:
-            result = wrk.result(proc, server.url + "/", seconds)
-            totals[label] = {key: result[key] for key in ("rps", "requests", "errors")}
-    finally:  # when one wrk failed, the others stop too
-        for _, _, proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for label, pid in workers.items():
-        totals[label]["cpu_us"] = cpu_per_request(pid, cpu[label], totals[label]["requests"])
-    unpin(*workers.values())
+    with on_measured_cpu(*[server for _, server, _ in runs]) as pids:
+        workers = dict(zip([label for label, _, _ in runs], pids))
+        cpu = {label: processes.cpu_seconds(pid) for label, pid in workers.items()}
+        try:
+            for label, server, headers in in_order(runs, start):
+                started.append((label, server, wrk.start(server.url + "/", seconds, headers)))
+            for label, server, proc in started:
+                result = wrk.result(proc, server.url + "/", seconds)
+                totals[label] = {key: result[key] for key in ("rps", "requests", "errors")}
+        finally:  # when one wrk failed, the others stop too
+            for _, _, proc in started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for label, pid in workers.items():
+            totals[label]["cpu_us"] = cpu_per_request(pid, cpu[label], totals[label]["requests"])
     return totals
 
 
@@ -163,31 +163,33 @@ def cpu_per_request(pid, since, requests):
     return (processes.cpu_seconds(pid) - since) / max(1, requests) * 1e6
 
 
-def worker(server):
-    """SERVER's one gunicorn worker, pinned to the measured CPU (with its threads started since)."""
-    (pid,) = processes.children(server.proc.pid)
-    pin(pid, WORKER_CPUS)
-    return pid
-
-
-def unpin(*pids):
-    """Back with everything else: an idle worker left on the measured CPU wakes up there."""
-    for pid in pids:
-        pin(pid, LOAD_CPUS)
+@contextlib.contextmanager
+def on_measured_cpu(*servers):
+    """The pids of SERVERS' gunicorn workers (one each), on the measured CPU meanwhile, threads
+    started since included, then back with everything else: an idle worker left there would wake
+    up between the measured ones."""
+    pids = []
+    for server in servers:
+        (pid,) = processes.children(server.proc.pid)
+        pin(pid, WORKER_CPUS)
+        pids.append(pid)
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            pin(pid, LOAD_CPUS)
 
 
 def warm_up(wrk, server, duration, headers):
     """Two seconds of load by default: after memcached restarts, each pooled client fails once
     and is replaced a second later."""
-    pid = worker(server)
-    wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
-    unpin(pid)
+    with on_measured_cpu(server):
+        wrk.run(server.url + "/", wrk.warmup or max(2, duration // 5), headers)
 
 
 def measured(wrk, server, seconds, headers):
-    pid = worker(server)
-    started = processes.cpu_seconds(pid)
-    result = wrk.run(server.url + "/", seconds, headers)
-    result["cpu_us"] = cpu_per_request(pid, started, result["requests"])
-    unpin(pid)
+    with on_measured_cpu(server) as (pid,):
+        started = processes.cpu_seconds(pid)
+        result = wrk.run(server.url + "/", seconds, headers)
+        result["cpu_us"] = cpu_per_request(pid, started, result["requests"])
     return result
